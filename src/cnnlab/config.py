@@ -1,0 +1,274 @@
+"""Typed, validated params.yaml.
+
+Every section is a frozen dataclass. `parse_dataclass` turns a YAML mapping
+into one, rejecting unknown keys and wrong types with the key's full path, so
+a typo in params.yaml fails in the first stage that reads it, in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from cnnlab.errors import ConfigError
+
+T = TypeVar("T")
+
+PARAMS_FILE = "params.yaml"
+
+
+# --------------------------------------------------------------------------
+# Generic YAML -> dataclass conversion
+# --------------------------------------------------------------------------
+
+
+def parse_dataclass(cls: type[T], data: Any, where: str) -> T:
+    """Build dataclass `cls` from a YAML mapping; `where` is its key path."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {', '.join(fields)}, got {data!r}")
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{where}.{key}: unknown key; accepted keys: {', '.join(fields)}")
+    hints = get_type_hints(cls)
+    values = {}
+    for name, spec in fields.items():
+        if name in data:
+            values[name] = convert(hints[name], data[name], f"{where}.{name}")
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where}.{name}: required key is missing")
+    try:
+        return cls(**values)
+    except ValueError as error:  # raised by a dataclass's __post_init__ range checks
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def convert(tp: Any, value: Any, where: str) -> Any:
+    """Check `value` against type `tp` and return it in that type."""
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return parse_dataclass(tp, value, where)  # type: ignore[arg-type]
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not accepted; use one of {', '.join(map(repr, choices))}")
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in get_args(tp):
+            try:
+                return convert(option, value, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        item_type = get_args(tp)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(convert(item_type, item, f"{where}[{i}]") for i, item in enumerate(value))
+    if origin is dict:
+        _, value_type = get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): convert(value_type, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    raise TypeError(f"config type {tp!r} at {where} is not supported")  # a bug, not user input
+
+
+def _type_name(tp: Any) -> str:
+    return " or ".join(getattr(a, "__name__", str(a)) for a in get_args(tp))
+
+
+# --------------------------------------------------------------------------
+# The params.yaml schema
+# --------------------------------------------------------------------------
+
+ScalarArg = Union[bool, int, float, str]
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """What the prepare stage reads; the same for every dataset kind."""
+
+    permutation_seed: int = 0  # seeds the fixed pixel permutation of the permuted-pixel experiments
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One entry of `datasets:`.
+
+    `acquire` (read by the download stage) is the kind's own options
+    dataclass; `prepare` is read by the prepare stage. Keeping them apart
+    lets DVC re-run only the stage whose settings changed.
+    """
+
+    name: str
+    kind: str
+    acquire: Any
+    prepare: PrepareOptions
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"optimizer.lr must be positive, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One entry of `experiments:`: a model trained and evaluated on a dataset."""
+
+    dataset: str
+    model: str
+    study: str = ""  # MLflow experiment that groups runs; defaults to the dataset's name
+    model_args: dict[str, ScalarArg] = field(default_factory=dict)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    epochs: int = 1
+    batch_size: int = 64  # 0 means the whole training split in one batch
+    eval_batch_size: int = 1000  # 0 means the whole test split in one batch
+    normalize: Literal["course", "train_stats", "none"] = "course"
+    permute_pixels: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 0 or self.eval_batch_size < 0:
+            raise ValueError("batch_size and eval_batch_size must be 0 (whole split) or positive")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A course question answered from two experiments' test accuracy."""
+
+    question: str
+    baseline: str
+    candidate: str
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    tolerance_points: float = 1.0  # accuracy gaps below this many points count as "about the same"
+    comparisons: tuple[Comparison, ...] = ()
+
+
+@dataclass(frozen=True)
+class Params:
+    datasets: dict[str, DatasetConfig]
+    experiments: dict[str, ExperimentConfig]
+    report: ReportConfig
+
+    def experiment(self, name: str) -> ExperimentConfig:
+        if name not in self.experiments:
+            raise ConfigError(f"experiment {name!r} is not in {PARAMS_FILE}; known: {', '.join(self.experiments)}")
+        return self.experiments[name]
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.datasets:
+            raise ConfigError(f"dataset {name!r} is not in {PARAMS_FILE}; known: {', '.join(self.datasets)}")
+        return self.datasets[name]
+
+    def study(self, experiment: str) -> str:
+        return self.experiment(experiment).study or self.experiment(experiment).dataset
+
+
+def _parse_dataset(name: str, data: Any) -> DatasetConfig:
+    from cnnlab.data.registry import dataset_kind, dataset_kinds
+
+    where = f"datasets.{name}"
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ConfigError(f"{where}.kind: required key is missing; use one of {', '.join(dataset_kinds())}")
+    kind_name = data["kind"]
+    if kind_name not in dataset_kinds():
+        raise ConfigError(f"{where}.kind: unknown dataset kind {kind_name!r}; use one of {', '.join(dataset_kinds())}")
+    for key in data:
+        if key not in ("kind", "acquire", "prepare"):
+            raise ConfigError(f"{where}.{key}: unknown key; accepted keys: kind, acquire, prepare")
+    kind = dataset_kind(kind_name)
+    return DatasetConfig(
+        name=name,
+        kind=kind_name,
+        acquire=parse_dataclass(kind.acquire_options, data.get("acquire"), f"{where}.acquire"),
+        prepare=parse_dataclass(PrepareOptions, data.get("prepare"), f"{where}.prepare"),
+    )
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a whole params.yaml mapping, cross-references included."""
+    from cnnlab.models import check_model_args
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{PARAMS_FILE}: expected a mapping at the top level")
+    allowed = {"datasets", "experiments", "report"}
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{key}: unknown top-level key in {PARAMS_FILE}; accepted keys: {', '.join(sorted(allowed))}")
+    datasets_raw = raw.get("datasets") or {}
+    experiments_raw = raw.get("experiments") or {}
+    if not isinstance(datasets_raw, dict) or not isinstance(experiments_raw, dict):
+        raise ConfigError("datasets and experiments must be mappings of name -> settings")
+    datasets = {name: _parse_dataset(name, data) for name, data in datasets_raw.items()}
+    experiments = {
+        name: parse_dataclass(ExperimentConfig, data, f"experiments.{name}") for name, data in experiments_raw.items()
+    }
+    for name, exp in experiments.items():
+        if exp.dataset not in datasets:
+            raise ConfigError(
+                f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; use one of {', '.join(datasets)}"
+            )
+        check_model_args(exp.model, exp.model_args, f"experiments.{name}")
+    report = parse_dataclass(ReportConfig, raw.get("report"), "report")
+    for i, comparison in enumerate(report.comparisons):
+        for side in (comparison.baseline, comparison.candidate):
+            if side not in experiments:
+                raise ConfigError(
+                    f"report.comparisons[{i}]: unknown experiment {side!r}; use one of {', '.join(experiments)}"
+                )
+    return Params(datasets=datasets, experiments=experiments, report=report)
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{at}; fix the syntax") from None
+    return parse_params(raw)

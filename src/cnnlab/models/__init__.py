@@ -1,0 +1,69 @@
+"""Model registry: params.yaml names a model here and passes `model_args`.
+
+Every builder takes `input_shape` (without the batch dimension) and
+`num_classes`, plus keyword options that params.yaml may set.
+
+Models that end in LogSoftmax (as the course's MNIST nets do) are trained
+with cross-entropy like the others: log_softmax is idempotent, so
+cross_entropy(log_softmax(z)) equals the course's nll_loss(log_softmax(z)).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+
+from torch import nn
+
+from cnnlab.errors import ConfigError
+from cnnlab.models import course_cnn, mlp
+
+ModelBuilder = Callable[..., nn.Module]
+
+MODELS: Mapping[str, ModelBuilder] = {
+    "linear": mlp.linear,
+    "two_layer": mlp.two_layer,
+    "fc2layer": mlp.FC2Layer,
+    "course_cnn": course_cnn.CourseCNN,
+}
+
+_FIXED_ARGS = ("input_shape", "num_classes")
+
+
+def model_names() -> list[str]:
+    return sorted(MODELS)
+
+
+def _builder(name: str, where: str) -> ModelBuilder:
+    if name not in MODELS:
+        raise ConfigError(f"{where}.model: unknown model {name!r}; use one of {', '.join(model_names())}")
+    return MODELS[name]
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The keyword options of a model and their defaults."""
+    signature = inspect.signature(_builder(name, "model"))
+    return {p.name: p.default for p in signature.parameters.values() if p.name not in _FIXED_ARGS}
+
+
+def check_model_args(name: str, args: Mapping[str, object], where: str) -> None:
+    _builder(name, where)
+    options = model_options(name)
+    for key, value in args.items():
+        if key not in options:
+            accepted = ", ".join(options) or "none"
+            raise ConfigError(f"{where}.model_args.{key}: unknown option for model {name!r}; accepted: {accepted}")
+        default = options[key]
+        if default is not inspect.Parameter.empty and type(value) is not type(default):
+            raise ConfigError(
+                f"{where}.model_args.{key}: expected {type(default).__name__} for model {name!r}, got {value!r}"
+            )
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **args: object) -> nn.Module:
+    check_model_args(name, args, "model")
+    return _builder(name, "model")(input_shape=tuple(input_shape), num_classes=num_classes, **args)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,61 @@
+"""PNG figures for the evaluate stage (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from cnnlab.data.loader import Normalizer  # noqa: E402
+from cnnlab.engine import predict  # noqa: E402
+from cnnlab.io import replaced_atomically  # noqa: E402
+
+
+def _save(figure: plt.Figure, path: Path) -> None:
+    with replaced_atomically(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def confusion_png(confusion: list[list[int]], class_names: tuple[str, ...], title: str, path: Path) -> None:
+    matrix = torch.tensor(confusion, dtype=torch.float64)
+    size = max(4.0, 0.5 * len(class_names) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1), cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(class_names))
+    axes.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axes.set_yticks(ticks, class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    if len(class_names) <= 20:
+        threshold = matrix.max().item() / 2
+        for i in ticks:
+            for j in ticks:
+                value = int(matrix[i, j])
+                axes.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                          color="white" if value > threshold else "black")
+    _save(figure, path)
+
+
+def decision_regions_png(
+    model: nn.Module, normalize: Normalizer, inputs: torch.Tensor, targets: torch.Tensor, title: str, path: Path
+) -> None:
+    """The class each point of the plane gets, with the test points on top (2-D inputs only)."""
+    device = normalize.offset.device
+    low, high = inputs.min(dim=0).values - 0.2, inputs.max(dim=0).values + 0.2
+    xs, ys = torch.linspace(low[0], high[0], 300), torch.linspace(low[1], high[1], 300)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    grid = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1).to(device)
+    regions = predict(model, grid, normalize, 0).argmax(dim=1).view(300, 300).cpu()
+    figure, axes = plt.subplots(figsize=(5.5, 5))
+    axes.contourf(grid_x, grid_y, regions, levels=int(targets.max()) + 1, cmap="Spectral", alpha=0.35)
+    axes.scatter(inputs[:, 0], inputs[:, 1], c=targets, s=4, cmap="Spectral")
+    axes.set_aspect("equal")
+    axes.set_title(title)
+    _save(figure, path)

@@ -1,0 +1,89 @@
+"""Side-by-side comparison of every experiment, and the course's questions answered from the numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cnnlab.config import Comparison, Params
+
+TABLE_COLUMNS = (
+    ("experiment", "experiment", "{}"),
+    ("study", "study", "{}"),
+    ("model", "model", "{}"),
+    ("test accuracy", "test_accuracy", "{:.2%}"),
+    ("test loss", "test_loss", "{:.4f}"),
+    ("parameters", "param_count", "{:,}"),
+    ("train s", "train_seconds", "{:.1f}"),
+    ("train img/s", "train_images_per_second", "{:,.0f}"),
+    ("device", "device", "{}"),
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    question: str
+    baseline: str
+    candidate: str
+    baseline_accuracy: float
+    candidate_accuracy: float
+    difference_points: float
+    verdict: str  # "higher", "lower" or "about the same"
+
+    def sentence(self) -> str:
+        gap = f"{self.difference_points:+.1f} points"
+        if self.verdict == "about the same":
+            outcome = f"about the same ({gap})"
+        else:
+            outcome = f"{self.verdict} by {abs(self.difference_points):.1f} points"
+        return (
+            f"{self.question} {self.candidate} reaches {self.candidate_accuracy:.2%} against "
+            f"{self.baseline}'s {self.baseline_accuracy:.2%}: {outcome}."
+        )
+
+
+def answer(comparison: Comparison, metrics: Mapping[str, Mapping[str, Any]], tolerance_points: float) -> Finding:
+    base = metrics[comparison.baseline]["test_accuracy"]
+    cand = metrics[comparison.candidate]["test_accuracy"]
+    difference = 100 * (cand - base)
+    if abs(difference) < tolerance_points:
+        verdict = "about the same"
+    else:
+        verdict = "higher" if difference > 0 else "lower"
+    return Finding(comparison.question, comparison.baseline, comparison.candidate, base, cand, difference, verdict)
+
+
+def summarize(params: Params, metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Every experiment's metrics plus the findings whose two experiments both have metrics."""
+    findings = [
+        answer(c, metrics, params.report.tolerance_points)
+        for c in params.report.comparisons
+        if c.baseline in metrics and c.candidate in metrics
+    ]
+    return {
+        "experiments": {name: dict(metrics[name]) for name in params.experiments if name in metrics},
+        "findings": [finding.__dict__ | {"sentence": finding.sentence()} for finding in findings],
+        "missing": [name for name in params.experiments if name not in metrics],
+    }
+
+
+def markdown(summary: Mapping[str, Any]) -> str:
+    header = "| " + " | ".join(title for title, _, _ in TABLE_COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
+    rows = []
+    for name, values in summary["experiments"].items():
+        cells = []
+        for _, key, fmt in TABLE_COLUMNS:
+            value = name if key == "experiment" else values.get(key, "")
+            cells.append(fmt.format(value) if value != "" else "")
+        rows.append("| " + " | ".join(cells) + " |")
+    lines = ["# Experiments side by side", "", header, rule, *rows, ""]
+    if summary["findings"]:
+        lines += ["## The course's questions, answered from these numbers", ""]
+        lines += [f"- {finding['sentence']}" for finding in summary["findings"]]
+        lines.append("")
+    if summary["missing"]:
+        lines.append(f"Not yet evaluated: {', '.join(summary['missing'])}.")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""What the train and evaluate stages do, end to end, for one experiment.
+
+The train stage saves a self-describing checkpoint (model name and options,
+input shape, normalisation, pixel permutation, study) so the evaluate stage
+rebuilds exactly what was trained and reads only its own params.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab import engine
+from cnnlab.config import Params
+from cnnlab.data.loader import make_normalizer, to_device
+from cnnlab.data.prepared import PreparedData, load_prepared, load_tensor_file
+from cnnlab.io import directory_digest, read_json, replaced_atomically, write_json
+from cnnlab.models import build_model, count_parameters
+from cnnlab.paths import Layout
+from cnnlab.tracking import environment_tags, git_state, open_run
+
+CHECKPOINT = "model.pt"
+TRAIN_INFO = "train.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild and feed a trained model."""
+
+    experiment: str
+    study: str
+    dataset: str
+    model: str
+    model_args: dict[str, Any]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    normalize: str
+    permute_pixels: bool
+
+    def build(self) -> torch.nn.Module:
+        return build_model(self.model, self.input_shape, self.num_classes, **self.model_args)
+
+
+def _inputs_on(prepared: PreparedData, spec: ModelSpec, device: torch.device):
+    train, test = to_device(prepared, device, spec.permute_pixels)
+    return train, test, make_normalizer(prepared.meta, spec.normalize, device)  # type: ignore[arg-type]
+
+
+def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any]:
+    config = params.experiment(name)
+    prepared_dir = layout.prepared(config.dataset)
+    prepared = load_prepared(prepared_dir)
+    spec = ModelSpec(
+        experiment=name, study=params.study(name), dataset=config.dataset, model=config.model,
+        model_args=dict(config.model_args), input_shape=prepared.meta.input_shape,
+        num_classes=prepared.meta.num_classes, normalize=config.normalize, permute_pixels=config.permute_pixels,
+    )
+    device = engine.select_device()
+    train_split, _, normalize = _inputs_on(prepared, spec, device)
+    torch.manual_seed(config.seed)
+    model = spec.build().to(device)
+
+    tracker = open_run(spec.study, run_name=name)
+    tracker.log_params({"experiment": name, **asdict(config)})
+    tracker.set_tags({
+        "dvc.stage": f"train@{name}", "cnnlab.experiment": name, "cnnlab.dataset": config.dataset,
+        "data.prepared_md5": directory_digest(prepared_dir), "device": engine.describe_device(device),
+        **git_state(layout.root.resolve()), **environment_tags(),
+    })
+    succeeded = False
+    try:
+        result = engine.train(
+            model, train_split, normalize, optimizer_config=config.optimizer, epochs=config.epochs,
+            batch_size=config.batch_size, seed=config.seed,
+            on_epoch=lambda r: tracker.log_metrics(
+                {"train_loss": r.train_loss, "train_accuracy": r.train_accuracy,
+                 "train_images_per_second": r.images_per_second}, step=r.epoch),
+        )
+        info = {
+            "run_id": tracker.run_id, "device": engine.describe_device(device),
+            "train_seconds": result.train_seconds, "train_images_per_second": result.images_per_second,
+            "epochs": config.epochs, "param_count": count_parameters(model),
+            "final_train_loss": result.history[-1].train_loss,
+            "final_train_accuracy": result.history[-1].train_accuracy,
+        }
+        with replaced_atomically(layout.model_dir(name)) as out:
+            out.mkdir(parents=True)
+            torch.save({"spec": asdict(spec), "state_dict": model.state_dict()}, out / CHECKPOINT)
+            write_json(out / TRAIN_INFO, info)
+        write_json(layout.history(name), result.history_rows())
+        tracker.log_metrics({"train_seconds": info["train_seconds"], "param_count": info["param_count"]})
+        tracker.log_artifact(layout.history(name))
+        tracker.log_model(model, normalize(train_split.inputs[:2]).cpu().numpy())
+        succeeded = True
+        return info
+    finally:
+        tracker.close(succeeded)
+
+
+def load_trained(layout: Layout, name: str) -> tuple[ModelSpec, torch.nn.Module, dict[str, Any]]:
+    model_dir = layout.model_dir(name)
+    checkpoint = load_tensor_file(model_dir / CHECKPOINT, f"dvc repro train@{name}")
+    raw_spec = checkpoint["spec"]
+    spec = ModelSpec(**{**raw_spec, "input_shape": tuple(raw_spec["input_shape"])})
+    model = spec.build()
+    model.load_state_dict(checkpoint["state_dict"])
+    return spec, model, read_json(model_dir / TRAIN_INFO)
+
+
+def confusion_records(targets: torch.Tensor, predictions: torch.Tensor, class_names: tuple[str, ...]) -> list[dict]:
+    """One {actual, predicted} row per test sample: the input DVC's confusion template expects."""
+    return [{"actual": class_names[t], "predicted": class_names[p]}
+            for t, p in zip(targets.tolist(), predictions.tolist())]
+
+
+def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any]:
+    from cnnlab import plots
+
+    config = params.experiment(name)
+    spec, model, train_info = load_trained(layout, name)
+    prepared = load_prepared(layout.prepared(spec.dataset))
+    device = engine.select_device()
+    _, test_split, normalize = _inputs_on(prepared, spec, device)
+    model = model.to(device)
+    evaluation = engine.evaluate(model, test_split, normalize, config.eval_batch_size, prepared.meta.num_classes)
+    class_names = prepared.meta.class_names
+    metrics = {
+        "test_accuracy": evaluation.accuracy,
+        "test_loss": evaluation.loss,
+        "param_count": train_info["param_count"],
+        "train_seconds": train_info["train_seconds"],
+        "train_images_per_second": train_info["train_images_per_second"],
+        "device": train_info["device"],
+        "study": spec.study,
+        "dataset": spec.dataset,
+        "model": spec.model,
+        "epochs": train_info["epochs"],
+        "final_train_accuracy": train_info["final_train_accuracy"],
+        "per_class_accuracy": dict(zip(class_names, evaluation.per_class_accuracy)),
+    }
+    figures = layout.figures(name)
+    with replaced_atomically(figures) as tmp_figures:
+        tmp_figures.mkdir(parents=True)
+        plots.confusion_png(evaluation.confusion, class_names, f"{name}: test accuracy {evaluation.accuracy:.2%}",
+                            tmp_figures / "confusion.png")
+        if not prepared.meta.is_image and prepared.meta.input_shape == (2,):
+            plots.decision_regions_png(model, normalize, prepared.test_inputs, prepared.test_targets,
+                                       f"{name}: decision regions", tmp_figures / "decision_regions.png")
+    write_json(layout.confusion_records(name), confusion_records(evaluation.targets, evaluation.predictions, class_names))
+    write_json(layout.metrics(name), metrics)
+
+    tracker = open_run(spec.study, run_name=name, continue_run_id=train_info.get("run_id"))
+    succeeded = False
+    try:
+        tracker.set_tags({"dvc.evaluate_stage": f"evaluate@{name}"})
+        tracker.log_metrics({"test_accuracy": evaluation.accuracy, "test_loss": evaluation.loss,
+                             **{f"test_accuracy.{c}": a for c, a in metrics["per_class_accuracy"].items()}})
+        for figure in sorted(Path(figures).glob("*.png")):
+            tracker.log_artifact(figure, "figures")
+        tracker.log_artifact(layout.metrics(name))
+        succeeded = True
+    finally:
+        tracker.close(succeeded)
+    return metrics

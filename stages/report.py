@@ -1,0 +1,29 @@
+"""Stage report: every experiment's metrics side by side, and the course's findings."""
+
+import argparse
+
+from cnnlab.config import load_params
+from cnnlab.errors import exits_cleanly
+from cnnlab.io import read_json, write_json
+from cnnlab.io import replaced_atomically
+from cnnlab.paths import Layout
+from cnnlab.report import markdown, summarize
+
+
+@exits_cleanly
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    params, layout = load_params(args.params), Layout()
+    metrics = {path.stem: read_json(path) for path in sorted(layout.metrics_dir.glob("*.json"))}
+    summary = summarize(params, metrics)
+    write_json(layout.summary_json, summary)
+    with replaced_atomically(layout.summary_markdown) as tmp:
+        tmp.write_text(markdown(summary))
+    print(markdown(summary))
+
+
+if __name__ == "__main__":
+    main()

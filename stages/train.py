@@ -1,0 +1,24 @@
+"""Stage train@EXPERIMENT: train one experiment's model; weights and history out."""
+
+import argparse
+
+from cnnlab.config import load_params
+from cnnlab.errors import exits_cleanly
+from cnnlab.paths import Layout
+from cnnlab.workflow import train_experiment
+
+
+@exits_cleanly
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("experiment", help="a key of `experiments:` in params.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    info = train_experiment(load_params(args.params), args.experiment, Layout())
+    print(f"{args.experiment}: trained on {info['device']} in {info['train_seconds']:.1f} s "
+          f"({info['train_images_per_second']:,.0f} images/s), MLflow run {info['run_id']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Shared fixtures: a throwaway git + DVC copy of the project, with params overrides."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src", "pyproject.toml", ".gitignore", ".dvc", ".dvcignore")
+
+# Small enough for CI, big enough that the CNN learns the synthetic strokes.
+SMALL_SYNTHETIC = {"train_size": 3000, "test_size": 1000, "seed": 0}
+
+
+def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for subprocesses: this interpreter's bin first, no telemetry, no stray mirror."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CNNLAB_MIRROR", "MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["CNNLAB_DEVICE"] = "cpu"
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "cnnlab tests"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@cnnlab.invalid"
+    env.update(extra or {})
+    return env
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env=env or run_env(), capture_output=True, text=True, timeout=900)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def set_in(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        tree = tree[key]
+    tree[last] = value
+
+
+def synthetic_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The offline profile: MNIST-shaped synthetic data, small, and a smaller spiral."""
+    set_in(params, "datasets.mnist.acquire.source", "synthetic")
+    set_in(params, "datasets.mnist.acquire.synthetic", dict(SMALL_SYNTHETIC))
+    set_in(params, "datasets.spiral.acquire.points_per_class", 300)
+    for name, experiment in params["experiments"].items():
+        if name.startswith("spiral"):
+            experiment["epochs"] = 300
+        else:
+            experiment["epochs"] = 2
+    return params
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> Callable[..., Path]:
+    """Copy the project into a fresh git repository; `edit` may change params before the commit."""
+
+    def make(edit: Callable[[dict[str, Any]], Any] | None = None, name: str = "project") -> Path:
+        root = tmp_path / name
+        root.mkdir()
+        for item in PROJECT_FILES:
+            source = REPO / item
+            if source.is_dir():
+                shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__", "tmp", "*.egg-info"))
+            elif source.exists():
+                shutil.copy2(source, root / item)
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        if edit is not None:
+            edit(params)
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        run(["git", "init", "-q"], root)
+        run(["git", "add", "-A"], root)
+        run(["git", "commit", "-qm", "test project"], root)
+        return root
+
+    return make

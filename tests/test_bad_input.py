@@ -1,0 +1,144 @@
+"""Each bad input gets one clear line naming it and the fix, a non-zero exit, and no half-written output."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnlab.config import parse_params
+from cnnlab.data import mnist
+from cnnlab.data.sources import fetch_files
+from cnnlab.errors import ConfigError, DataError
+from conftest import REPO, SHARED_DATA, run, run_env
+
+
+def base_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("key_path", "value", "expected"),
+    [
+        ("experiments.mnist_cnn.optimiser", {"lr": 0.1}, "experiments.mnist_cnn.optimiser: unknown key; accepted keys:"),
+        ("experiments.mnist_cnn.optimizer.lr", "fast", "experiments.mnist_cnn.optimizer.lr: expected a number, got 'fast'"),
+        ("experiments.mnist_cnn.epochs", 1.5, "experiments.mnist_cnn.epochs: expected an integer"),
+        ("experiments.mnist_cnn.normalize", "zscore", "use one of 'course', 'train_stats', 'none'"),
+        ("experiments.mnist_cnn.model", "resnet9000", "experiments.mnist_cnn.model: unknown model 'resnet9000'; use one of"),
+        ("experiments.mnist_cnn.model_args", {"n_features": 6}, "model_args.n_features: unknown option for model 'course_cnn'; accepted: n_feature"),
+        ("experiments.mnist_cnn.dataset", "imagenet", "experiments.mnist_cnn.dataset: unknown dataset 'imagenet'; use one of spiral, mnist"),
+        ("datasets.mnist.kind", "mnistt", "datasets.mnist.kind: unknown dataset kind 'mnistt'; use one of"),
+        ("datasets.mnist.acquire.source", "s3", "datasets.mnist.acquire.source: 's3' is not accepted; use one of 'official', 'synthetic'"),
+        ("experiments.mnist_cnn.optimizer.lr", -1, "optimizer.lr must be positive"),
+    ],
+)
+def test_bad_params_are_named_with_their_key_path(key_path, value, expected):
+    params = base_params()
+    tree = params
+    *parents, last = key_path.split(".")
+    for key in parents:
+        tree = tree[key]
+    tree[last] = value
+    with pytest.raises(ConfigError) as raised:
+        parse_params(params)
+    assert expected in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_stage_reports_bad_params_in_one_line_and_exits_nonzero(make_project):
+    root = make_project(lambda p: p["experiments"]["mnist_fc"]["optimizer"].update(lr="0.01x"))
+    done = run(["python", "stages/train.py", "mnist_fc"], root, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: experiments.mnist_fc.optimizer.lr: expected a number, got '0.01x'"
+    ]
+    assert not (root / "models").exists()
+
+
+def test_unknown_experiment_name_on_the_command_line(make_project):
+    root = make_project()
+    done = run(["python", "stages/train.py", "mnist_resnet"], root, check=False)
+    assert done.returncode == 1
+    assert "experiment 'mnist_resnet' is not in params.yaml; known: spiral_linear" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_missing_prepared_file_names_the_file_and_the_stage_to_run(make_project):
+    root = make_project()
+    done = run(["python", "stages/train.py", "mnist_cnn"], root, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "error: data/prepared/mnist/meta.json: missing; run `dvc repro prepare@mnist` first"
+    )
+    assert not (root / "models").exists()
+
+
+def test_no_network_and_no_mirror_fails_fast_naming_everything(make_project):
+    root = make_project()
+    started = time.monotonic()
+    # A proxy on a closed local port makes every official URL fail at once, with or without a network.
+    dead_proxy = "http://127.0.0.1:9"
+    env = run_env({"http_proxy": dead_proxy, "https_proxy": dead_proxy, "no_proxy": ""})
+    done = run(["python", "stages/download.py", "mnist"], root, env=env, check=False)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 1
+    message = done.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert "dataset 'mnist': could not get 4 file(s)" in message
+    for remote in mnist.FILES:
+        assert remote.name in message
+    for base in mnist.OFFICIAL_BASES:
+        assert base in message
+    assert "CNNLAB_MIRROR" in message
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+    assert not any((root / "data" / "raw" / "mnist").glob("*")), "nothing half-written is left"
+
+
+def test_mirror_directory_is_accepted_by_md5(tmp_path):
+    dest = tmp_path / "raw"
+    origins = fetch_files("mnist", mnist.FILES, (), dest, str(SHARED_DATA))
+    assert sorted(p.name for p in dest.iterdir()) == sorted(f.name for f in mnist.FILES)
+    assert all(str(SHARED_DATA / "mnist") in origin for origin in origins)
+    splits = mnist.read(mnist.MnistOptions(), dest)
+    assert splits.train_inputs.shape == (60000, 1, 28, 28) and splits.test_targets.shape == (10000,)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_damaged_mirror_file_is_named_deleted_and_never_parsed(tmp_path, damage):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(SHARED_DATA / "mnist", mirror / "mnist")
+    bad = mirror / "mnist" / "train-labels-idx1-ubyte.gz"
+    data = bad.read_bytes()
+    bad.chmod(0o644)
+    bad.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:100] + b"\x00" + data[101:])
+    dest = tmp_path / "raw"
+    with pytest.raises(DataError) as raised:
+        fetch_files("mnist", mnist.FILES, (), dest, str(mirror))
+    message = str(raised.value)
+    assert "train-labels-idx1-ubyte.gz" in message and "md5" in message and "deleted" in message
+    assert not (dest / "train-labels-idx1-ubyte.gz").exists()
+    assert not list(dest.glob(".*partial"))
+    # A stale bad copy already in the raw directory is refused by the prepare side too.
+    (dest / "train-labels-idx1-ubyte.gz").write_bytes(bad.read_bytes())
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz: md5 .* expected d53e105ee54ea40749a09fcbcd1e9432"):
+        mnist.read(mnist.MnistOptions(), dest)
+
+
+def only_mnist_download(params: dict) -> None:
+    del params["datasets"]["spiral"]
+    params["experiments"] = {}
+    params["report"]["comparisons"] = []
+
+
+def test_mirror_setting_does_not_invalidate_stages(make_project, tmp_path):
+    root = make_project(only_mnist_download)
+    mirror = tmp_path / "mirror"
+    shutil.copytree(SHARED_DATA / "mnist", mirror / "mnist")
+    run(["dvc", "repro", "download@mnist"], root, env=run_env({"CNNLAB_MIRROR": str(mirror)}))
+    other = tmp_path / "other-mirror"
+    shutil.copytree(mirror, other)
+    status = run(["dvc", "status", "download@mnist"], root, env=run_env({"CNNLAB_MIRROR": str(other)}))
+    assert "up to date" in status.stdout

@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from cnnlab.models import build_model, count_parameters, model_names
+
+
+@pytest.mark.parametrize(
+    ("name", "input_shape", "args", "params"),
+    [
+        ("linear", (2,), {"hidden": 100}, 2 * 100 + 100 + 100 * 3 + 3),
+        ("two_layer", (2,), {"hidden": 100}, 603),
+        ("fc2layer", (1, 28, 28), {"hidden": 8}, 6442),  # the course's count
+        ("course_cnn", (1, 28, 28), {"n_feature": 6}, 6422),  # the course's count
+    ],
+)
+def test_course_models_have_the_course_parameter_counts_and_shapes(name, input_shape, args, params):
+    classes = 3 if input_shape == (2,) else 10
+    model = build_model(name, input_shape, classes, **args)
+    assert count_parameters(model) == params
+    assert model(torch.zeros(5, *input_shape)).shape == (5, classes)
+
+
+def test_log_softmax_models_output_log_probabilities():
+    for name in ("fc2layer", "course_cnn"):
+        out = build_model(name, (1, 28, 28), 10)(torch.randn(4, 1, 28, 28))
+        assert torch.allclose(out.exp().sum(dim=1), torch.ones(4), atol=1e-5)
+
+
+def test_registry_lists_every_model():
+    assert model_names() == ["course_cnn", "fc2layer", "linear", "two_layer"]

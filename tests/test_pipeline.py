@@ -1,0 +1,128 @@
+"""The whole DAG through a real `dvc repro` in a temporary git repository, and MLflow's record of it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run, synthetic_params
+
+EXPERIMENTS = ("spiral_linear", "spiral_mlp", "mnist_fc", "mnist_cnn", "mnist_fc_perm", "mnist_cnn_perm")
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    """One synthetic project, reproduced once; the tests below read what it made."""
+    root = tmp_path_factory.mktemp("pipeline") / "project"
+    return _build(root)
+
+
+def _build(root: Path) -> dict:
+    import shutil
+
+    from conftest import PROJECT_FILES, REPO
+
+    root.mkdir(parents=True)
+    for item in PROJECT_FILES:
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__", "tmp", "*.egg-info"))
+        elif source.exists():
+            shutil.copy2(source, root / item)
+    params = synthetic_params(yaml.safe_load((root / "params.yaml").read_text()))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "test project"], root)
+    first = run(["dvc", "repro"], root)
+    second = run(["dvc", "repro"], root)
+    return {"root": root, "first": first.stdout, "second": second.stdout}
+
+
+def test_first_repro_builds_every_stage(built):
+    expected = {f"download@{d}" for d in ("spiral", "mnist")} | {f"prepare@{d}" for d in ("spiral", "mnist")}
+    expected |= {f"{stage}@{e}" for stage in ("train", "evaluate") for e in EXPERIMENTS} | {"report"}
+    assert stages_run(built["first"]) == expected
+    root = built["root"]
+    for experiment in EXPERIMENTS:
+        metrics = json.loads((root / "metrics" / f"{experiment}.json").read_text())
+        for key in ("test_accuracy", "test_loss", "param_count", "train_seconds", "train_images_per_second", "device"):
+            assert key in metrics, (experiment, key)
+        assert 0.0 <= metrics["test_accuracy"] <= 1.0
+        assert metrics["device"] == "cpu"
+        assert (root / "reports" / experiment / "figures" / "confusion.png").stat().st_size > 1000
+    assert (root / "reports" / "spiral_mlp" / "figures" / "decision_regions.png").is_file()
+    summary = json.loads((root / "reports" / "summary.json").read_text())
+    assert set(summary["experiments"]) == set(EXPERIMENTS)
+    assert len(summary["findings"]) == 4
+    assert "| mnist_cnn |" in (root / "reports" / "summary.md").read_text()
+
+
+def test_second_repro_runs_nothing(built):
+    assert stages_run(built["second"]) == set()
+    assert "Data and pipelines are up to date" in built["second"]
+
+
+def test_dvc_sees_metrics_and_plots(built):
+    root = built["root"]
+    shown = run(["dvc", "metrics", "show", "--json"], root).stdout
+    assert "test_accuracy" in shown and "mnist_cnn" in shown
+    plots = run(["dvc", "plots", "show", "--json"], root).stdout
+    assert "reports/mnist_cnn/confusion.json" in plots
+
+
+def test_learning_rate_change_reruns_only_that_experiment(built):
+    root = built["root"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["experiments"]["mnist_cnn"]["optimizer"]["lr"] = 0.02
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = run(["dvc", "repro"], root).stdout
+    assert stages_run(output) == {"train@mnist_cnn", "evaluate@mnist_cnn", "report"}
+
+
+def test_mlflow_holds_runs_params_metrics_artifacts_and_tags(built):
+    from mlflow import MlflowClient
+
+    root = built["root"]
+    assert (root / "mlflow.db").is_file(), "the default store is sqlite at the repo root"
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    studies = {e.name: e for e in client.search_experiments()}
+    assert {"spiral", "mnist"} <= set(studies)
+    runs = client.search_runs([studies["mnist"].experiment_id], max_results=100)
+    by_name = {}
+    for found in runs:
+        by_name.setdefault(found.info.run_name, []).append(found)
+    assert set(by_name) == {"mnist_fc", "mnist_cnn", "mnist_fc_perm", "mnist_cnn_perm"}
+    latest = max(by_name["mnist_cnn"], key=lambda r: r.info.start_time)
+    data = latest.data
+    assert latest.info.status == "FINISHED"
+    assert data.params["optimizer.lr"] == "0.02" and data.params["model"] == "course_cnn"
+    assert 0 <= data.metrics["test_accuracy"] <= 1
+    history = client.get_metric_history(latest.info.run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2]
+    for tag in ("git.commit", "git.dirty", "dvc.stage", "data.prepared_md5", "device", "torch.version"):
+        assert data.tags.get(tag), tag
+    assert data.tags["dvc.stage"] == "train@mnist_cnn"
+    assert re.fullmatch(r"[0-9a-f]{40}", data.tags["git.commit"])
+    artifacts = {a.path for a in client.list_artifacts(latest.info.run_id)}
+    assert {"history.json", "figures", "mnist_cnn.json"} <= artifacts
+    figures = {a.path for a in client.list_artifacts(latest.info.run_id, "figures")}
+    assert "figures/confusion.png" in figures
+    models = client.search_logged_models(
+        experiment_ids=[studies["mnist"].experiment_id], filter_string=f"source_run_id = '{latest.info.run_id}'"
+    )
+    assert len(models) == 1 and models[0].name == "model"
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    loaded = mlflow.pytorch.load_model(models[0].model_uri)
+    assert sum(p.numel() for p in loaded.parameters()) == 6422
