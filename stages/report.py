@@ -4,8 +4,7 @@ import argparse
 
 from cnnlab.config import load_params
 from cnnlab.errors import exits_cleanly
-from cnnlab.io import read_json, write_json
-from cnnlab.io import replaced_atomically
+from cnnlab.io import read_json, replaced_atomically, write_json
 from cnnlab.paths import Layout
 from cnnlab.report import markdown, summarize
 

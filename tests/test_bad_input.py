@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -142,3 +141,21 @@ def test_mirror_setting_does_not_invalidate_stages(make_project, tmp_path):
     shutil.copytree(mirror, other)
     status = run(["dvc", "status", "download@mnist"], root, env=run_env({"CNNLAB_MIRROR": str(other)}))
     assert "up to date" in status.stdout
+
+
+def test_mirror_given_as_a_url_is_downloaded_and_checked(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SHARED_DATA))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        origins = fetch_files("mnist", mnist.FILES, (), tmp_path / "raw", url)
+    finally:
+        server.shutdown()
+    assert all(origin.split(": ", 1)[1].startswith(url + "mnist/") for origin in origins)
+    assert len(list((tmp_path / "raw").iterdir())) == 4

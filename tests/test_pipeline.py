@@ -101,9 +101,12 @@ def test_mlflow_holds_runs_params_metrics_artifacts_and_tags(built):
     for found in runs:
         by_name.setdefault(found.info.run_name, []).append(found)
     assert set(by_name) == {"mnist_fc", "mnist_cnn", "mnist_fc_perm", "mnist_cnn_perm"}
+    assert len(by_name["mnist_cnn"]) == 2, "one run per train execution: the first repro and the lr change"
+    assert all(len(by_name[name]) == 1 for name in ("mnist_fc", "mnist_fc_perm", "mnist_cnn_perm"))
     latest = max(by_name["mnist_cnn"], key=lambda r: r.info.start_time)
     data = latest.data
     assert latest.info.status == "FINISHED"
+    assert data.tags["dvc.evaluate_stage"] == "evaluate@mnist_cnn", "evaluate continued the train stage's run"
     assert data.params["optimizer.lr"] == "0.02" and data.params["model"] == "course_cnn"
     assert 0 <= data.metrics["test_accuracy"] <= 1
     history = client.get_metric_history(latest.info.run_id, "train_loss")

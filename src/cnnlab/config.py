@@ -61,12 +61,11 @@ def convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not accepted; use one of {', '.join(map(repr, choices))}")
         return value
     if origin in (Union, types.UnionType):
-        errors = []
         for option in get_args(tp):
             try:
                 return convert(option, value, where)
-            except ConfigError as error:
-                errors.append(str(error))
+            except ConfigError:
+                continue
         raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
     if tp is type(None):
         if value is not None:

@@ -165,7 +165,7 @@ def train(
         if on_epoch is not None:
             on_epoch(record)
     bar.close()
-    return TrainResult(history, sum(r.seconds for r in history), sum(len(data) for _ in history))
+    return TrainResult(history, sum(r.seconds for r in history), len(data) * epochs)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import torch
 
 from cnnlab import engine
 from cnnlab.config import Params
-from cnnlab.data.loader import make_normalizer, to_device
+from cnnlab.data.loader import DeviceSplit, Normalizer, make_normalizer, to_device
 from cnnlab.data.prepared import PreparedData, load_prepared, load_tensor_file
 from cnnlab.io import directory_digest, read_json, replaced_atomically, write_json
 from cnnlab.models import build_model, count_parameters
@@ -44,7 +44,10 @@ class ModelSpec:
         return build_model(self.model, self.input_shape, self.num_classes, **self.model_args)
 
 
-def _inputs_on(prepared: PreparedData, spec: ModelSpec, device: torch.device):
+def _inputs_on(
+    prepared: PreparedData, spec: ModelSpec, device: torch.device
+) -> tuple[DeviceSplit, DeviceSplit, Normalizer]:
+    """Both splits on the device, permuted if the model was trained so, and the model's normaliser."""
     train, test = to_device(prepared, device, spec.permute_pixels)
     return train, test, make_normalizer(prepared.meta, spec.normalize, device)  # type: ignore[arg-type]
 
