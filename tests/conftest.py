@@ -60,26 +60,30 @@ def synthetic_params(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def copy_project(root: Path, edit: Callable[[dict[str, Any]], Any] | None = None) -> Path:
+    """Copy the project into `root` as a fresh git repository; `edit` may change params before the commit."""
+    root.mkdir(parents=True)
+    for item in PROJECT_FILES:
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__", "tmp", "*.egg-info"))
+        elif source.exists():
+            shutil.copy2(source, root / item)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    if edit is not None:
+        edit(params)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "test project"], root)
+    return root
+
+
 @pytest.fixture
 def make_project(tmp_path: Path) -> Callable[..., Path]:
-    """Copy the project into a fresh git repository; `edit` may change params before the commit."""
+    """A factory of fresh project copies under this test's temporary directory."""
 
     def make(edit: Callable[[dict[str, Any]], Any] | None = None, name: str = "project") -> Path:
-        root = tmp_path / name
-        root.mkdir()
-        for item in PROJECT_FILES:
-            source = REPO / item
-            if source.is_dir():
-                shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__", "tmp", "*.egg-info"))
-            elif source.exists():
-                shutil.copy2(source, root / item)
-        params = yaml.safe_load((root / "params.yaml").read_text())
-        if edit is not None:
-            edit(params)
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        run(["git", "init", "-q"], root)
-        run(["git", "add", "-A"], root)
-        run(["git", "commit", "-qm", "test project"], root)
-        return root
+        return copy_project(tmp_path / name, edit)
 
     return make

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import run, synthetic_params
+from conftest import copy_project, run, synthetic_params
 
 EXPERIMENTS = ("spiral_linear", "spiral_mlp", "mnist_fc", "mnist_cnn", "mnist_fc_perm", "mnist_cnn_perm")
 
@@ -19,32 +18,16 @@ def stages_run(output: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory):
-    """One synthetic project, reproduced once; the tests below read what it made."""
-    root = tmp_path_factory.mktemp("pipeline") / "project"
-    return _build(root)
-
-
-def _build(root: Path) -> dict:
-    import shutil
-
-    from conftest import PROJECT_FILES, REPO
-
-    root.mkdir(parents=True)
-    for item in PROJECT_FILES:
-        source = REPO / item
-        if source.is_dir():
-            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__", "tmp", "*.egg-info"))
-        elif source.exists():
-            shutil.copy2(source, root / item)
-    params = synthetic_params(yaml.safe_load((root / "params.yaml").read_text()))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "test project"], root)
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One synthetic project: reproduced, reproduced again, then again after one lr change."""
+    root = copy_project(tmp_path_factory.mktemp("pipeline") / "project", synthetic_params)
     first = run(["dvc", "repro"], root)
     second = run(["dvc", "repro"], root)
-    return {"root": root, "first": first.stdout, "second": second.stdout}
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["experiments"]["mnist_cnn"]["optimizer"]["lr"] = 0.02
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    after_lr_change = run(["dvc", "repro"], root)
+    return {"root": root, "first": first.stdout, "second": second.stdout, "after_lr_change": after_lr_change.stdout}
 
 
 def test_first_repro_builds_every_stage(built):
@@ -80,12 +63,7 @@ def test_dvc_sees_metrics_and_plots(built):
 
 
 def test_learning_rate_change_reruns_only_that_experiment(built):
-    root = built["root"]
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["experiments"]["mnist_cnn"]["optimizer"]["lr"] = 0.02
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    output = run(["dvc", "repro"], root).stdout
-    assert stages_run(output) == {"train@mnist_cnn", "evaluate@mnist_cnn", "report"}
+    assert stages_run(built["after_lr_change"]) == {"train@mnist_cnn", "evaluate@mnist_cnn", "report"}
 
 
 def test_mlflow_holds_runs_params_metrics_artifacts_and_tags(built):
