@@ -18,7 +18,7 @@ def main() -> None:
 
     dataset = load_params(args.params).dataset(args.dataset)
     layout = Layout()
-    splits = dataset_kind(dataset.kind).read(dataset.acquire, layout.raw(dataset.name))
+    splits = dataset_kind(dataset.kind).read(dataset.acquire, dataset.prepare, layout.raw(dataset.name))
     meta = write_prepared(dataset.name, dataset.kind, splits, layout.prepared(dataset.name),
                           dataset.prepare.permutation_seed)
     print(f"{dataset.name}: {meta.sizes} inputs {meta.input_shape}, train mean {meta.train_mean} std {meta.train_std}")

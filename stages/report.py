@@ -6,7 +6,7 @@ from cnnlab.config import load_params
 from cnnlab.errors import exits_cleanly
 from cnnlab.io import read_json, replaced_atomically, write_json
 from cnnlab.paths import Layout
-from cnnlab.report import markdown, summarize
+from cnnlab.report import figures, markdown, summarize
 
 
 @exits_cleanly
@@ -21,6 +21,8 @@ def main() -> None:
     write_json(layout.summary_json, summary)
     with replaced_atomically(layout.summary_markdown) as tmp:
         tmp.write_text(markdown(summary))
+    with replaced_atomically(layout.report_figures) as tmp:
+        figures(summary, tmp)
     print(markdown(summary))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,16 +49,57 @@ def set_in(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[last] = value
 
 
-def synthetic_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The offline profile: MNIST-shaped synthetic data, small, and a smaller spiral."""
-    set_in(params, "datasets.mnist.acquire.source", "synthetic")
+def write_image_folder(root: Path, classes: tuple[str, ...] = ("circles", "squares"), per_class: int = 24) -> Path:
+    """A small real image folder: PNG files of class-specific shapes at varied sizes and places."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for label, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            size = int(torch.randint(40, 72, (1,), generator=generator))
+            image = torch.full((3, size, size), 30, dtype=torch.uint8)
+            centre = size // 2 + int(torch.randint(-4, 5, (1,), generator=generator))
+            radius = size // 4
+            ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+            if label == 0:
+                mask = (ys - centre) ** 2 + (xs - centre) ** 2 <= radius**2
+            else:
+                mask = ((ys - centre).abs() <= radius) & ((xs - centre).abs() <= radius)
+            image[:, mask] = torch.tensor([200, 60 + 100 * label, 90], dtype=torch.uint8)[:, None]
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / name / f"{name}_{i}.png")
+    return root
+
+
+def synthetic_params(params: dict[str, Any], image_folder: Path | None = None) -> dict[str, Any]:
+    """The offline test profile: small synthetic MNIST and CIFAR, a smaller spiral, short training.
+
+    With `image_folder`, also an imagefolder dataset `shapes` and an experiment on it.
+    """
+    for dataset in ("mnist", "cifar10"):
+        set_in(params, f"datasets.{dataset}.acquire.source", "synthetic")
     set_in(params, "datasets.mnist.acquire.synthetic", dict(SMALL_SYNTHETIC))
+    set_in(params, "datasets.cifar10.acquire.synthetic", {"train_size": 256, "test_size": 128, "seed": 0})
     set_in(params, "datasets.spiral.acquire.points_per_class", 300)
     for name, experiment in params["experiments"].items():
+        train = experiment["train"]
         if name.startswith("spiral"):
-            experiment["epochs"] = 300
+            train["epochs"] = 300
+        elif name.startswith("mnist"):
+            train["epochs"] = 2
         else:
-            experiment["epochs"] = 2
+            train["epochs"], train["batch_size"] = 1, 64
+    if image_folder is not None:
+        params["datasets"]["shapes"] = {
+            "kind": "imagefolder",
+            "acquire": {"source": str(image_folder)},
+            "prepare": {"resize": 40, "crop": 32, "test_fraction": 0.25, "split_seed": 0},
+        }
+        shapes = copy.deepcopy(params["experiments"]["cifar_lenet"])
+        shapes.update(study="shapes", dataset="shapes")
+        shapes["inputs"] = {"normalize": "train_stats", "permute_pixels": False}
+        shapes["train"].update(epochs=3, batch_size=16)
+        params["experiments"]["shapes_lenet"] = shapes
     return params
 
 

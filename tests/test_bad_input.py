@@ -10,7 +10,9 @@ import yaml
 
 from cnnlab.config import parse_params
 from cnnlab.data import mnist
+from cnnlab.data.registry import PrepareOptions
 from cnnlab.data.sources import fetch_files
+from cnnlab.data.synthetic import SourceOptions
 from cnnlab.errors import ConfigError, DataError
 from conftest import REPO, SHARED_DATA, run, run_env
 
@@ -22,16 +24,16 @@ def base_params() -> dict:
 @pytest.mark.parametrize(
     ("key_path", "value", "expected"),
     [
-        ("experiments.mnist_cnn.optimiser", {"lr": 0.1}, "experiments.mnist_cnn.optimiser: unknown key; accepted keys:"),
-        ("experiments.mnist_cnn.optimizer.lr", "fast", "experiments.mnist_cnn.optimizer.lr: expected a number, got 'fast'"),
-        ("experiments.mnist_cnn.epochs", 1.5, "experiments.mnist_cnn.epochs: expected an integer"),
-        ("experiments.mnist_cnn.normalize", "zscore", "use one of 'course', 'train_stats', 'none'"),
+        ("experiments.mnist_cnn.train.optimiser", {"lr": 0.1}, "experiments.mnist_cnn.train.optimiser: unknown key; accepted keys:"),
+        ("experiments.mnist_cnn.train.optimizer.lr", "fast", "experiments.mnist_cnn.train.optimizer.lr: expected a number, got 'fast'"),
+        ("experiments.mnist_cnn.train.epochs", 1.5, "experiments.mnist_cnn.train.epochs: expected an integer"),
+        ("experiments.mnist_cnn.inputs.normalize", "zscore", "experiments.mnist_cnn.inputs.normalize: 'zscore' is not accepted; use one of 'course', 'train_stats', 'none' or a mapping with keys mean, std"),
         ("experiments.mnist_cnn.model", "resnet9000", "experiments.mnist_cnn.model: unknown model 'resnet9000'; use one of"),
         ("experiments.mnist_cnn.model_args", {"n_features": 6}, "model_args.n_features: unknown option for model 'course_cnn'; accepted: n_feature"),
-        ("experiments.mnist_cnn.dataset", "imagenet", "experiments.mnist_cnn.dataset: unknown dataset 'imagenet'; use one of spiral, mnist"),
+        ("experiments.mnist_cnn.dataset", "imagenet", "experiments.mnist_cnn.dataset: unknown dataset 'imagenet'; use one of spiral, mnist, cifar10"),
         ("datasets.mnist.kind", "mnistt", "datasets.mnist.kind: unknown dataset kind 'mnistt'; use one of"),
         ("datasets.mnist.acquire.source", "s3", "datasets.mnist.acquire.source: 's3' is not accepted; use one of 'official', 'synthetic'"),
-        ("experiments.mnist_cnn.optimizer.lr", -1, "optimizer.lr must be positive"),
+        ("experiments.mnist_cnn.train.optimizer.lr", -1, "optimizer.lr must be positive"),
     ],
 )
 def test_bad_params_are_named_with_their_key_path(key_path, value, expected):
@@ -48,11 +50,11 @@ def test_bad_params_are_named_with_their_key_path(key_path, value, expected):
 
 
 def test_stage_reports_bad_params_in_one_line_and_exits_nonzero(make_project):
-    root = make_project(lambda p: p["experiments"]["mnist_fc"]["optimizer"].update(lr="0.01x"))
+    root = make_project(lambda p: p["experiments"]["mnist_fc"]["train"]["optimizer"].update(lr="0.01x"))
     done = run(["python", "stages/train.py", "mnist_fc"], root, check=False)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        "error: experiments.mnist_fc.optimizer.lr: expected a number, got '0.01x'"
+        "error: experiments.mnist_fc.train.optimizer.lr: expected a number, got '0.01x'"
     ]
     assert not (root / "models").exists()
 
@@ -101,7 +103,7 @@ def test_mirror_directory_is_accepted_by_md5(tmp_path):
     origins = fetch_files("mnist", mnist.FILES, (), dest, str(SHARED_DATA))
     assert sorted(p.name for p in dest.iterdir()) == sorted(f.name for f in mnist.FILES)
     assert all(str(SHARED_DATA / "mnist") in origin for origin in origins)
-    splits = mnist.read(mnist.MnistOptions(), dest)
+    splits = mnist.read(SourceOptions(), PrepareOptions(), dest)
     assert splits.train_inputs.shape == (60000, 1, 28, 28) and splits.test_targets.shape == (10000,)
 
 
@@ -123,7 +125,7 @@ def test_damaged_mirror_file_is_named_deleted_and_never_parsed(tmp_path, damage)
     # A stale bad copy already in the raw directory is refused by the prepare side too.
     (dest / "train-labels-idx1-ubyte.gz").write_bytes(bad.read_bytes())
     with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz: md5 .* expected d53e105ee54ea40749a09fcbcd1e9432"):
-        mnist.read(mnist.MnistOptions(), dest)
+        mnist.read(SourceOptions(), PrepareOptions(), dest)
 
 
 def only_mnist_download(params: dict) -> None:

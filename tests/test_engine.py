@@ -8,7 +8,7 @@ import sys
 import torch
 
 from cnnlab import engine
-from cnnlab.config import OptimizerConfig
+from cnnlab.config import OptimizerConfig, TrainConfig
 from cnnlab.data import spiral, synthetic
 from cnnlab.data.loader import DeviceSplit, batch_indices, make_normalizer, permute_pixels
 from cnnlab.data.prepared import DatasetMeta, channel_stats
@@ -32,14 +32,14 @@ def train_spiral(model_name: str, optimizer: OptimizerConfig, seed: int = 0, epo
     normalize = make_normalizer(meta((2,), False, (0.0, 0.0), (1.0, 1.0)), "none", CPU)
     torch.manual_seed(seed)
     model = build_model(model_name, (2,), 3, hidden=100)
-    result = engine.train(model, train, normalize, optimizer_config=optimizer, epochs=epochs, batch_size=0,
-                          seed=seed, progress=False)
+    config = TrainConfig(optimizer=optimizer, epochs=epochs, batch_size=0, seed=seed)
+    result = engine.train(model, train, normalize, config, progress=False)
     return result, engine.evaluate(model, test, normalize, 0, 3)
 
 
 def test_spiral_reproduces_the_course():
-    linear, linear_eval = train_spiral("linear", OptimizerConfig("sgd", 1e-3, 0.0, 1e-5))
-    mlp, mlp_eval = train_spiral("two_layer", OptimizerConfig("adam", 1e-3, 0.0, 1e-5))
+    linear, linear_eval = train_spiral("linear", OptimizerConfig(name="sgd", lr=1e-3, weight_decay=1e-5))
+    mlp, mlp_eval = train_spiral("two_layer", OptimizerConfig(name="adam", lr=1e-3, weight_decay=1e-5))
     assert 0.40 <= linear.history[-1].train_accuracy <= 0.60  # "tops out around 50%"
     assert 0.40 <= linear_eval.accuracy <= 0.60
     assert mlp.history[-1].train_accuracy > 0.90  # "well above 90%"
@@ -47,9 +47,9 @@ def test_spiral_reproduces_the_course():
 
 
 def test_same_seed_gives_identical_metrics_on_cpu():
-    first, first_eval = train_spiral("two_layer", OptimizerConfig("adam", 1e-3), seed=3, epochs=50)
-    second, second_eval = train_spiral("two_layer", OptimizerConfig("adam", 1e-3), seed=3, epochs=50)
-    other, _ = train_spiral("two_layer", OptimizerConfig("adam", 1e-3), seed=4, epochs=50)
+    first, first_eval = train_spiral("two_layer", OptimizerConfig(name="adam", lr=1e-3), seed=3, epochs=50)
+    second, second_eval = train_spiral("two_layer", OptimizerConfig(name="adam", lr=1e-3), seed=3, epochs=50)
+    other, _ = train_spiral("two_layer", OptimizerConfig(name="adam", lr=1e-3), seed=4, epochs=50)
     losses = [r.train_loss for r in first.history]
     assert losses == [r.train_loss for r in second.history]
     assert first_eval.loss == second_eval.loss and first_eval.confusion == second_eval.confusion
@@ -104,8 +104,8 @@ def synthetic_accuracy(model_name: str, permute: bool) -> float:
     normalize = make_normalizer(info, "train_stats", CPU)
     torch.manual_seed(0)
     model = build_model(model_name, (1, 28, 28), 10)
-    engine.train(model, DeviceSplit(train_x, train_y), normalize, optimizer_config=OptimizerConfig("adam", 3e-3),
-                 epochs=3, batch_size=64, seed=0, progress=False)
+    config = TrainConfig(optimizer=OptimizerConfig(name="adam", lr=3e-3), epochs=3, batch_size=64)
+    engine.train(model, DeviceSplit(train_x, train_y), normalize, config, progress=False)
     return engine.evaluate(model, DeviceSplit(test_x, test_y), normalize, 1000, 10).accuracy
 
 

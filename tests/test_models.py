@@ -27,4 +27,17 @@ def test_log_softmax_models_output_log_probabilities():
 
 
 def test_registry_lists_every_model():
-    assert model_names() == ["course_cnn", "fc2layer", "linear", "two_layer"]
+    assert model_names() == [
+        "alexnet",
+        "course_cnn",
+        "fc2layer",
+        "googlenet",
+        "lenet",
+        "linear",
+        "mobilenet_v2",
+        "resnet18",
+        "two_layer",
+        "vgg16_bn",
+        "vgg_course",
+        "zfnet",
+    ]

@@ -8,9 +8,14 @@ import re
 import pytest
 import yaml
 
-from conftest import copy_project, run, synthetic_params
+from conftest import copy_project, run, synthetic_params, write_image_folder
 
-EXPERIMENTS = ("spiral_linear", "spiral_mlp", "mnist_fc", "mnist_cnn", "mnist_fc_perm", "mnist_cnn_perm")
+ZOO = ("lenet", "alexnet", "zfnet", "vgg_course", "vgg16_bn", "googlenet", "resnet18", "mobilenet_v2")
+EXPERIMENTS = (
+    "spiral_linear", "spiral_mlp", "mnist_fc", "mnist_cnn", "mnist_fc_perm", "mnist_cnn_perm",
+    "cifar_lenet", "cifar_vgg", *(f"zoo_{model}" for model in ZOO), "shapes_lenet",
+)
+DATASETS = ("spiral", "mnist", "cifar10", "shapes")
 
 
 def stages_run(output: str) -> set[str]:
@@ -20,32 +25,41 @@ def stages_run(output: str) -> set[str]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One synthetic project: reproduced, reproduced again, then again after one lr change."""
-    root = copy_project(tmp_path_factory.mktemp("pipeline") / "project", synthetic_params)
+    base = tmp_path_factory.mktemp("pipeline")
+    folder = write_image_folder(base / "shapes-images")
+    root = copy_project(base / "project", lambda params: synthetic_params(params, folder))
     first = run(["dvc", "repro"], root)
     second = run(["dvc", "repro"], root)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["experiments"]["mnist_cnn"]["optimizer"]["lr"] = 0.02
+    params["experiments"]["mnist_cnn"]["train"]["optimizer"]["lr"] = 0.02
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     after_lr_change = run(["dvc", "repro"], root)
     return {"root": root, "first": first.stdout, "second": second.stdout, "after_lr_change": after_lr_change.stdout}
 
 
 def test_first_repro_builds_every_stage(built):
-    expected = {f"download@{d}" for d in ("spiral", "mnist")} | {f"prepare@{d}" for d in ("spiral", "mnist")}
+    expected = {f"{stage}@{d}" for stage in ("download", "prepare") for d in DATASETS}
     expected |= {f"{stage}@{e}" for stage in ("train", "evaluate") for e in EXPERIMENTS} | {"report"}
     assert stages_run(built["first"]) == expected
     root = built["root"]
     for experiment in EXPERIMENTS:
         metrics = json.loads((root / "metrics" / f"{experiment}.json").read_text())
-        for key in ("test_accuracy", "test_loss", "param_count", "train_seconds", "train_images_per_second", "device"):
+        for key in ("test_accuracy", "test_loss", "param_count", "train_seconds", "train_images_per_second", "device",
+                    "macs_per_image", "inference_ms_per_image"):
             assert key in metrics, (experiment, key)
         assert 0.0 <= metrics["test_accuracy"] <= 1.0
         assert metrics["device"] == "cpu"
         assert (root / "reports" / experiment / "figures" / "confusion.png").stat().st_size > 1000
     assert (root / "reports" / "spiral_mlp" / "figures" / "decision_regions.png").is_file()
+    for experiment in ("cifar_lenet", "zoo_resnet18", "mnist_cnn_perm", "shapes_lenet"):
+        for grid in ("test_images.png", "confident_mistakes.png"):
+            assert (root / "reports" / experiment / "figures" / grid).stat().st_size > 1000, (experiment, grid)
     summary = json.loads((root / "reports" / "summary.json").read_text())
     assert set(summary["experiments"]) == set(EXPERIMENTS)
-    assert len(summary["findings"]) == 4
+    assert len(summary["findings"]) == 5
+    figures = sorted(p.name for p in (root / "reports" / "figures").iterdir())
+    assert figures == [f"{study}_accuracy_vs_{axis}.png" for study in ("cifar10", "cifar10_zoo", "mnist", "spiral")
+                       for axis in ("params", "throughput")], "one pair per study of two or more experiments"
     assert "| mnist_cnn |" in (root / "reports" / "summary.md").read_text()
 
 
@@ -85,7 +99,7 @@ def test_mlflow_holds_runs_params_metrics_artifacts_and_tags(built):
     data = latest.data
     assert latest.info.status == "FINISHED"
     assert data.tags["dvc.evaluate_stage"] == "evaluate@mnist_cnn", "evaluate continued the train stage's run"
-    assert data.params["optimizer.lr"] == "0.02" and data.params["model"] == "course_cnn"
+    assert data.params["train.optimizer.lr"] == "0.02" and data.params["model"] == "course_cnn"
     assert 0 <= data.metrics["test_accuracy"] <= 1
     history = client.get_metric_history(latest.info.run_id, "train_loss")
     assert [m.step for m in history] == [1, 2]

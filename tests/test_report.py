@@ -19,10 +19,23 @@ def test_findings_are_stated_from_the_numbers():
         ("mnist_fc", "mnist_cnn"): "higher",
         ("mnist_fc", "mnist_fc_perm"): "about the same",
         ("mnist_cnn", "mnist_cnn_perm"): "lower",
-    }, "the spiral comparison is left out: it has no metrics"
+    }, "comparisons whose experiments have no metrics yet are left out"
     cnn = next(f for f in summary["findings"] if f["candidate"] == "mnist_cnn")
     assert abs(cnn["difference_points"] - 6.0) < 1e-9
     assert "higher by 6.0 points" in cnn["sentence"]
-    assert summary["missing"] == ["spiral_linear", "spiral_mlp"]
+    assert summary["missing"][:2] == ["spiral_linear", "spiral_mlp"] and "zoo_resnet18" in summary["missing"]
     table = markdown(summary)
-    assert "| mnist_cnn | mnist | m | 95.00% |" in table and "Not yet evaluated: spiral_linear, spiral_mlp." in table
+    assert "| mnist_cnn | mnist | m | 95.00% |" in table and "Not yet evaluated: spiral_linear, spiral_mlp," in table
+
+
+def test_figures_are_drawn_per_study_with_two_or_more_experiments(tmp_path):
+    from cnnlab.report import figures
+
+    summary = {"experiments": {
+        "a": metrics(0.5) | {"study": "zoo", "param_count": 10, "train_images_per_second": 100.0},
+        "b": metrics(0.7) | {"study": "zoo", "param_count": 1000, "train_images_per_second": 10.0},
+        "c": metrics(0.9) | {"study": "alone"},
+    }}
+    written = figures(summary, tmp_path)
+    assert sorted(p.name for p in written) == ["zoo_accuracy_vs_params.png", "zoo_accuracy_vs_throughput.png"]
+    assert all(p.stat().st_size > 1000 for p in written)

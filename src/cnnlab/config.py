@@ -66,7 +66,7 @@ def convert(tp: Any, value: Any, where: str) -> Any:
                 return convert(option, value, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
+        raise ConfigError(f"{where}: {value!r} is not accepted; use {_describe(tp)}")
     if tp is type(None):
         if value is not None:
             raise ConfigError(f"{where}: expected null, got {value!r}")
@@ -89,7 +89,7 @@ def convert(tp: Any, value: Any, where: str) -> Any:
         return value
     if origin is tuple:
         item_type = get_args(tp)[0]
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return tuple(convert(item_type, item, f"{where}[{i}]") for i, item in enumerate(value))
     if origin is dict:
@@ -102,8 +102,15 @@ def convert(tp: Any, value: Any, where: str) -> Any:
     raise TypeError(f"config type {tp!r} at {where} is not supported")  # a bug, not user input
 
 
-def _type_name(tp: Any) -> str:
-    return " or ".join(getattr(a, "__name__", str(a)) for a in get_args(tp))
+def _describe(tp: Any) -> str:
+    """What a user may write for type `tp`, in params.yaml terms."""
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(repr, get_args(tp)))
+    if get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_describe(option) for option in get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
 # --------------------------------------------------------------------------
@@ -114,60 +121,122 @@ ScalarArg = Union[bool, int, float, str]
 
 
 @dataclass(frozen=True)
-class PrepareOptions:
-    """What the prepare stage reads; the same for every dataset kind."""
-
-    permutation_seed: int = 0  # seeds the fixed pixel permutation of the permuted-pixel experiments
-
-
-@dataclass(frozen=True)
 class DatasetConfig:
     """One entry of `datasets:`.
 
-    `acquire` (read by the download stage) is the kind's own options
-    dataclass; `prepare` is read by the prepare stage. Keeping them apart
+    `acquire` (read by the download stage) and `prepare` (read by the
+    prepare stage) are the kind's own options dataclasses. Keeping them apart
     lets DVC re-run only the stage whose settings changed.
     """
 
     name: str
     kind: str
     acquire: Any
-    prepare: PrepareOptions
+    prepare: Any
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: Literal["sgd", "adam"] = "sgd"
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.01
     momentum: float = 0.0
+    nesterov: bool = False
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ValueError(f"optimizer.lr must be positive, got {self.lr}")
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
+            raise ValueError("optimizer.nesterov needs name: sgd and a positive momentum")
 
 
 @dataclass(frozen=True)
-class ExperimentConfig:
-    """One entry of `experiments:`: a model trained and evaluated on a dataset."""
+class ScheduleConfig:
+    """Learning rate over training: linear warm-up, then constant, cosine or linear decay to zero."""
 
-    dataset: str
-    model: str
-    study: str = ""  # MLflow experiment that groups runs; defaults to the dataset's name
-    model_args: dict[str, ScalarArg] = field(default_factory=dict)
+    name: Literal["constant", "cosine", "onecycle"] = "constant"
+    warmup_fraction: float = 0.0  # share of all steps spent ramping up from zero
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"schedule.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random per-image augmentation, applied to whole batches on the training device."""
+
+    crop_padding: int = 0  # RandomCrop(size, padding=crop_padding); 0 = off
+    flip: bool = False  # RandomHorizontalFlip(p=0.5)
+
+    def __post_init__(self) -> None:
+        if self.crop_padding < 0:
+            raise ValueError(f"augment.crop_padding must be 0 or positive, got {self.crop_padding}")
+
+
+@dataclass(frozen=True)
+class NormalizeConstants:
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise ValueError("normalize needs as many positive std values as mean values")
+
+
+NormalizeMode = Literal["course", "train_stats", "none"]
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How prepared data is fed to the model, at training and at evaluation alike."""
+
+    # course: the dataset's constants from the course; train_stats: computed by prepare; or {mean, std}
+    normalize: Union[NormalizeMode, NormalizeConstants] = "course"
+    permute_pixels: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     epochs: int = 1
     batch_size: int = 64  # 0 means the whole training split in one batch
-    eval_batch_size: int = 1000  # 0 means the whole test split in one batch
-    normalize: Literal["course", "train_stats", "none"] = "course"
-    permute_pixels: bool = False
+    label_smoothing: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 0 or self.eval_batch_size < 0:
-            raise ValueError("batch_size and eval_batch_size must be 0 (whole split) or positive")
+        if self.batch_size < 0:
+            raise ValueError("batch_size must be 0 (whole split) or positive")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = 1000  # 0 means the whole test split in one batch
+    grid_images: int = 8  # test images shown with true and predicted labels (image datasets)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 0 or self.grid_images < 0:
+            raise ValueError("batch_size and grid_images must be 0 or positive")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One entry of `experiments:`. Each section is tracked by the DVC stage that reads it:
+    train reads study, dataset, model, model_args, inputs and train; evaluate reads evaluate."""
+
+    study: str  # the MLflow experiment that groups its runs
+    dataset: str
+    model: str
+    model_args: dict[str, ScalarArg]
+    inputs: InputConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
 
 
 @dataclass(frozen=True)
@@ -201,9 +270,6 @@ class Params:
             raise ConfigError(f"dataset {name!r} is not in {PARAMS_FILE}; known: {', '.join(self.datasets)}")
         return self.datasets[name]
 
-    def study(self, experiment: str) -> str:
-        return self.experiment(experiment).study or self.experiment(experiment).dataset
-
 
 def _parse_dataset(name: str, data: Any) -> DatasetConfig:
     from cnnlab.data.registry import dataset_kind, dataset_kinds
@@ -222,7 +288,7 @@ def _parse_dataset(name: str, data: Any) -> DatasetConfig:
         name=name,
         kind=kind_name,
         acquire=parse_dataclass(kind.acquire_options, data.get("acquire"), f"{where}.acquire"),
-        prepare=parse_dataclass(PrepareOptions, data.get("prepare"), f"{where}.prepare"),
+        prepare=parse_dataclass(kind.prepare_options, data.get("prepare"), f"{where}.prepare"),
     )
 
 

@@ -6,6 +6,7 @@ tracker hears about progress.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cnnlab.config import OptimizerConfig
+from cnnlab.config import OptimizerConfig, ScheduleConfig, TrainConfig
+from cnnlab.data.augment import augment, is_active
 from cnnlab.data.loader import DeviceSplit, Normalizer, batch_indices
 from cnnlab.errors import ConfigError
 
@@ -49,10 +51,31 @@ def describe_device(device: torch.device) -> str:
 
 def make_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
     if config.name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               nesterov=config.nesterov, weight_decay=config.weight_decay)
+    if config.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def lr_factor(config: ScheduleConfig, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate before optimizer step `step` (0-based)."""
+    progress = step / max(total_steps, 1)
+    warmup = config.warmup_fraction
+    if warmup and progress < warmup:
+        return (step + 1) / (warmup * total_steps)
+    if config.name == "constant":
+        return 1.0
+    remaining = (progress - warmup) / (1 - warmup)
+    if config.name == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * remaining))
+    return max(0.0, 1 - remaining)  # onecycle: linear up (warm-up), linear down
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: ScheduleConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step, total_steps))
 
 
 @dataclass(frozen=True)
@@ -121,19 +144,19 @@ def train(
     model: nn.Module,
     data: DeviceSplit,
     normalize: Normalizer,
+    config: TrainConfig,
     *,
-    optimizer_config: OptimizerConfig,
-    epochs: int,
-    batch_size: int,
-    seed: int,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train in place. Shuffling draws from its own seeded generator on the data's device."""
+    """Train in place. Shuffling and augmentation draw from one seeded generator on the data's device."""
     device = data.inputs.device
-    optimizer = make_optimizer(model, optimizer_config)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    epochs, batch_size = config.epochs, config.batch_size
+    optimizer = make_optimizer(model, config.optimizer)
     steps_per_epoch = -(-len(data) // (batch_size or len(data)))
+    scheduler = make_scheduler(optimizer, config.schedule, epochs * steps_per_epoch)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    augmenting = is_active(config.augment)
     bar = _Progress(epochs, len(data), steps_per_epoch, progress)
     history: list[EpochRecord] = []
     for epoch in range(1, epochs + 1):
@@ -144,12 +167,15 @@ def train(
         seen = 0
         started = time.perf_counter()
         for step, index in enumerate(batch_indices(len(data), batch_size, device, generator), start=1):
-            inputs, targets = normalize(data.inputs[index]), data.targets[index]
-            outputs = model(inputs)
-            loss = F.cross_entropy(outputs, targets)
+            inputs, targets = data.inputs[index], data.targets[index]
+            if augmenting:
+                inputs = augment(inputs, config.augment, generator)
+            outputs = model(normalize(inputs))
+            loss = F.cross_entropy(outputs, targets, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             loss_sum += loss.detach() * len(index)
             correct += (outputs.detach().argmax(dim=1) == targets).sum()
             seen += len(index)
@@ -177,6 +203,7 @@ class Evaluation:
     predictions: torch.Tensor  # on CPU
     targets: torch.Tensor  # on CPU
     confidences: torch.Tensor  # softmax probability of the predicted class, on CPU
+    images_per_second: float  # of the evaluation pass, at its batch size
 
 
 @torch.no_grad()
@@ -191,7 +218,10 @@ def predict(model: nn.Module, inputs: torch.Tensor, normalize: Normalizer, batch
 def evaluate(
     model: nn.Module, data: DeviceSplit, normalize: Normalizer, batch_size: int, num_classes: int
 ) -> Evaluation:
+    started = time.perf_counter()
     outputs = predict(model, data.inputs, normalize, batch_size)
+    _synchronize(outputs.device)
+    seconds = time.perf_counter() - started
     loss = F.cross_entropy(outputs, data.targets).item()
     probabilities = outputs.softmax(dim=1)
     confidences, predictions = probabilities.max(dim=1)
@@ -207,4 +237,20 @@ def evaluate(
         predictions=predictions.cpu(),
         targets=data.targets.cpu(),
         confidences=confidences.cpu(),
+        images_per_second=len(data) / seconds if seconds > 0 else 0.0,
     )
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, example: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time of one forward pass on `example` (a batch of one), in milliseconds."""
+    model.eval()
+    times = []
+    for i in range(warmup + repeats):
+        _synchronize(example.device)
+        started = time.perf_counter()
+        model(example)
+        _synchronize(example.device)
+        if i >= warmup:
+            times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2]

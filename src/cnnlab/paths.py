@@ -42,3 +42,7 @@ class Layout:
     @property
     def summary_markdown(self) -> Path:
         return self.root / "reports" / "summary.md"
+
+    @property
+    def report_figures(self) -> Path:
+        return self.root / "reports" / "figures"

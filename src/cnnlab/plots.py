@@ -59,3 +59,34 @@ def decision_regions_png(
     axes.set_aspect("equal")
     axes.set_title(title)
     _save(figure, path)
+
+
+def image_grid_png(images: torch.Tensor, captions: list[str], title: str, path: Path) -> None:
+    """uint8 images (N,C,H,W) in a row-major grid, each with its caption underneath."""
+    count = len(images)
+    columns = min(count, 8) or 1
+    rows = max(1, -(-count // columns))
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows + 0.4), squeeze=False)
+    for axes in axes_grid.flat:
+        axes.axis("off")
+    for axes, image, caption in zip(axes_grid.flat, images, captions):
+        picture = image.permute(1, 2, 0).numpy()
+        axes.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray" if picture.shape[-1] == 1 else None)
+        axes.set_title(caption, fontsize=7)
+    figure.suptitle(title if count else f"{title}: none", fontsize=9)
+    _save(figure, path)
+
+
+def scatter_png(points: list[tuple[str, float, float]], title: str, x_label: str, path: Path) -> None:
+    """(label, x, accuracy) points on a log x axis, each point labelled."""
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    shown = [(label, x, 100 * y) for label, x, y in points if x > 0]
+    axes.scatter([x for _, x, _ in shown], [y for _, _, y in shown], s=30)
+    for label, x, y in shown:
+        axes.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    axes.set_xscale("log")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    _save(figure, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cnnlab.config import Comparison, Params
@@ -15,8 +16,10 @@ TABLE_COLUMNS = (
     ("test accuracy", "test_accuracy", "{:.2%}"),
     ("test loss", "test_loss", "{:.4f}"),
     ("parameters", "param_count", "{:,}"),
+    ("MACs/image", "macs_per_image", "{:,}"),
     ("train s", "train_seconds", "{:.1f}"),
     ("train img/s", "train_images_per_second", "{:,.0f}"),
+    ("latency ms", "inference_ms_per_image", "{:.2f}"),
     ("device", "device", "{}"),
 )
 
@@ -68,6 +71,28 @@ def summarize(params: Params, metrics: Mapping[str, Mapping[str, Any]]) -> dict[
     }
 
 
+def figures(summary: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """Per study (accuracies compare only within one dataset): accuracy against parameters and
+    against training throughput, for every study with at least two experiments."""
+    from cnnlab.plots import scatter_png
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_study: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for name, values in summary["experiments"].items():
+        by_study.setdefault(values["study"], []).append((name, values))
+    written = []
+    for study, members in by_study.items():
+        if len(members) < 2:
+            continue
+        for key, label, suffix in (("param_count", "parameters", "params"),
+                                   ("train_images_per_second", "training images/s", "throughput")):
+            path = out_dir / f"{study}_accuracy_vs_{suffix}.png"
+            scatter_png([(name, values[key], values["test_accuracy"]) for name, values in members],
+                        f"{study}: test accuracy against {label}", label, path)
+            written.append(path)
+    return written
+
+
 def markdown(summary: Mapping[str, Any]) -> str:
     header = "| " + " | ".join(title for title, _, _ in TABLE_COLUMNS) + " |"
     rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
@@ -75,8 +100,8 @@ def markdown(summary: Mapping[str, Any]) -> str:
     for name, values in summary["experiments"].items():
         cells = []
         for _, key, fmt in TABLE_COLUMNS:
-            value = name if key == "experiment" else values.get(key, "")
-            cells.append(fmt.format(value) if value != "" else "")
+            value = name if key == "experiment" else values.get(key)
+            cells.append("" if value is None else fmt.format(value))
         rows.append("| " + " | ".join(cells) + " |")
     lines = ["# Experiments side by side", "", header, rule, *rows, ""]
     if summary["findings"]:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from cnnlab import engine
-from cnnlab.config import Params
+from cnnlab.config import InputConfig, Params, parse_dataclass
 from cnnlab.data.loader import DeviceSplit, Normalizer, make_normalizer, to_device
 from cnnlab.data.prepared import PreparedData, load_prepared, load_tensor_file
 from cnnlab.io import directory_digest, read_json, replaced_atomically, write_json
@@ -37,19 +37,26 @@ class ModelSpec:
     model_args: dict[str, Any]
     input_shape: tuple[int, ...]
     num_classes: int
-    normalize: str
-    permute_pixels: bool
+    inputs: InputConfig
 
     def build(self) -> torch.nn.Module:
         return build_model(self.model, self.input_shape, self.num_classes, **self.model_args)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ModelSpec":
+        inputs = parse_dataclass(InputConfig, data["inputs"], "checkpoint spec.inputs")
+        return cls(**{**data, "input_shape": tuple(data["input_shape"]), "inputs": inputs})
 
 
 def _inputs_on(
     prepared: PreparedData, spec: ModelSpec, device: torch.device
 ) -> tuple[DeviceSplit, DeviceSplit, Normalizer]:
     """Both splits on the device, permuted if the model was trained so, and the model's normaliser."""
-    train, test = to_device(prepared, device, spec.permute_pixels)
-    return train, test, make_normalizer(prepared.meta, spec.normalize, device)  # type: ignore[arg-type]
+    train, test = to_device(prepared, device, spec.inputs.permute_pixels)
+    return train, test, make_normalizer(prepared.meta, spec.inputs.normalize, device)
 
 
 def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any]:
@@ -57,17 +64,17 @@ def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any
     prepared_dir = layout.prepared(config.dataset)
     prepared = load_prepared(prepared_dir)
     spec = ModelSpec(
-        experiment=name, study=params.study(name), dataset=config.dataset, model=config.model,
+        experiment=name, study=config.study, dataset=config.dataset, model=config.model,
         model_args=dict(config.model_args), input_shape=prepared.meta.input_shape,
-        num_classes=prepared.meta.num_classes, normalize=config.normalize, permute_pixels=config.permute_pixels,
+        num_classes=prepared.meta.num_classes, inputs=config.inputs,
     )
     device = engine.select_device()
     train_split, _, normalize = _inputs_on(prepared, spec, device)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.train.seed)
     model = spec.build().to(device)
 
     tracker = open_run(spec.study, run_name=name)
-    tracker.log_params({"experiment": name, **asdict(config)})
+    tracker.log_params({"experiment": name, **{k: v for k, v in asdict(config).items() if k != "evaluate"}})
     tracker.set_tags({
         "dvc.stage": f"train@{name}", "cnnlab.experiment": name, "cnnlab.dataset": config.dataset,
         "data.prepared_md5": directory_digest(prepared_dir), "device": engine.describe_device(device),
@@ -76,8 +83,7 @@ def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any
     succeeded = False
     try:
         result = engine.train(
-            model, train_split, normalize, optimizer_config=config.optimizer, epochs=config.epochs,
-            batch_size=config.batch_size, seed=config.seed,
+            model, train_split, normalize, config.train,
             on_epoch=lambda r: tracker.log_metrics(
                 {"train_loss": r.train_loss, "train_accuracy": r.train_accuracy,
                  "train_images_per_second": r.images_per_second}, step=r.epoch),
@@ -85,13 +91,13 @@ def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any
         info = {
             "run_id": tracker.run_id, "device": engine.describe_device(device),
             "train_seconds": result.train_seconds, "train_images_per_second": result.images_per_second,
-            "epochs": config.epochs, "param_count": count_parameters(model),
+            "epochs": config.train.epochs, "param_count": count_parameters(model),
             "final_train_loss": result.history[-1].train_loss,
             "final_train_accuracy": result.history[-1].train_accuracy,
         }
         with replaced_atomically(layout.model_dir(name)) as out:
             out.mkdir(parents=True)
-            torch.save({"spec": asdict(spec), "state_dict": model.state_dict()}, out / CHECKPOINT)
+            torch.save({"spec": spec.to_json(), "state_dict": model.state_dict()}, out / CHECKPOINT)
             write_json(out / TRAIN_INFO, info)
         write_json(layout.history(name), result.history_rows())
         tracker.log_metrics({"train_seconds": info["train_seconds"], "param_count": info["param_count"]})
@@ -106,8 +112,7 @@ def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any
 def load_trained(layout: Layout, name: str) -> tuple[ModelSpec, torch.nn.Module, dict[str, Any]]:
     model_dir = layout.model_dir(name)
     checkpoint = load_tensor_file(model_dir / CHECKPOINT, f"dvc repro train@{name}")
-    raw_spec = checkpoint["spec"]
-    spec = ModelSpec(**{**raw_spec, "input_shape": tuple(raw_spec["input_shape"])})
+    spec = ModelSpec.from_json(checkpoint["spec"])
     model = spec.build()
     model.load_state_dict(checkpoint["state_dict"])
     return spec, model, read_json(model_dir / TRAIN_INFO)
@@ -121,21 +126,26 @@ def confusion_records(targets: torch.Tensor, predictions: torch.Tensor, class_na
 
 def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any]:
     from cnnlab import plots
+    from cnnlab.models.complexity import count_macs
 
-    config = params.experiment(name)
+    config = params.experiment(name).evaluate
     spec, model, train_info = load_trained(layout, name)
     prepared = load_prepared(layout.prepared(spec.dataset))
     device = engine.select_device()
     _, test_split, normalize = _inputs_on(prepared, spec, device)
     model = model.to(device)
-    evaluation = engine.evaluate(model, test_split, normalize, config.eval_batch_size, prepared.meta.num_classes)
+    evaluation = engine.evaluate(model, test_split, normalize, config.batch_size, prepared.meta.num_classes)
+    example = test_split.inputs[:1]
     class_names = prepared.meta.class_names
     metrics = {
         "test_accuracy": evaluation.accuracy,
         "test_loss": evaluation.loss,
         "param_count": train_info["param_count"],
+        "macs_per_image": count_macs(model, spec.input_shape),
         "train_seconds": train_info["train_seconds"],
         "train_images_per_second": train_info["train_images_per_second"],
+        "eval_images_per_second": evaluation.images_per_second,
+        "inference_ms_per_image": engine.latency_ms(model, normalize(example)),
         "device": train_info["device"],
         "study": spec.study,
         "dataset": spec.dataset,
@@ -149,6 +159,8 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, 
         tmp_figures.mkdir(parents=True)
         plots.confusion_png(evaluation.confusion, class_names, f"{name}: test accuracy {evaluation.accuracy:.2%}",
                             tmp_figures / "confusion.png")
+        if prepared.meta.is_image and config.grid_images:
+            _image_grids(prepared, evaluation, config.grid_images, name, tmp_figures)
         if not prepared.meta.is_image and prepared.meta.input_shape == (2,):
             plots.decision_regions_png(model, normalize, prepared.test_inputs, prepared.test_targets,
                                        f"{name}: decision regions", tmp_figures / "decision_regions.png")
@@ -159,8 +171,8 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, 
     succeeded = False
     try:
         tracker.set_tags({"dvc.evaluate_stage": f"evaluate@{name}"})
-        tracker.log_metrics({"test_accuracy": evaluation.accuracy, "test_loss": evaluation.loss,
-                             **{f"test_accuracy.{c}": a for c, a in metrics["per_class_accuracy"].items()}})
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epochs"}
+        tracker.log_metrics({**numeric, **{f"test_accuracy.{c}": a for c, a in metrics["per_class_accuracy"].items()}})
         for figure in sorted(Path(figures).glob("*.png")):
             tracker.log_artifact(figure, "figures")
         tracker.log_artifact(layout.metrics(name))
@@ -168,3 +180,26 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, 
     finally:
         tracker.close(succeeded)
     return metrics
+
+
+def _image_grids(prepared: PreparedData, evaluation: engine.Evaluation, count: int, name: str, out: Path) -> None:
+    """The first test images, and the most confident mistakes, with true and predicted labels.
+
+    Images are shown as stored (before any pixel permutation), so a person can read them.
+    """
+    from cnnlab import plots
+
+    names = prepared.meta.class_names
+    first = torch.arange(min(count, len(evaluation.targets)))
+    wrong = (evaluation.predictions != evaluation.targets).nonzero().flatten()
+    confident_wrong = wrong[evaluation.confidences[wrong].argsort(descending=True)][:count]
+    for indices, file, title in (
+        (first, "test_images.png", f"{name}: first test images"),
+        (confident_wrong, "confident_mistakes.png", f"{name}: most confident mistakes"),
+    ):
+        captions = [
+            f"true {names[evaluation.targets[i]]}\npred {names[evaluation.predictions[i]]}"
+            + (f" ({evaluation.confidences[i]:.0%})" if file == "confident_mistakes.png" else "")
+            for i in indices.tolist()
+        ]
+        plots.image_grid_png(prepared.test_inputs[indices], captions, title, out / file)

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
-
 import torch
 
+from cnnlab.config import NormalizeConstants, NormalizeMode
 from cnnlab.data.prepared import DatasetMeta, PreparedData
 from cnnlab.errors import ConfigError
 
@@ -38,11 +37,15 @@ class Normalizer:
 
 
 def make_normalizer(
-    meta: DatasetMeta, mode: Literal["course", "train_stats", "none"], device: torch.device
+    meta: DatasetMeta, mode: NormalizeMode | NormalizeConstants, device: torch.device
 ) -> Normalizer:
     scale = 1.0 / 255.0 if meta.is_image else 1.0
     channels = meta.input_shape[0]
-    if mode == "none":
+    if isinstance(mode, NormalizeConstants):
+        if len(mode.mean) != channels:
+            raise ConfigError(f"normalize: {len(mode.mean)} mean/std values for {channels} channels of {meta.name!r}")
+        mean, std = mode.mean, mode.std
+    elif mode == "none":
         mean, std = (0.0,) * channels, (1.0,) * channels
     elif mode == "course":
         if meta.course_mean is None or meta.course_std is None:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from cnnlab.data import synthetic
-from cnnlab.data.registry import DatasetKind, Splits
+from cnnlab.data.registry import DatasetKind, PrepareOptions, Splits
 from cnnlab.data.sources import RemoteFile, fetch_files, mirror_from_env, verify_md5
 from cnnlab.errors import DataError
-from cnnlab.io import save_tensors
 
 # The URLs and md5s torchvision.datasets.MNIST checks (torchvision 0.29), kept
 # here so that downloading needs no torchvision import.
@@ -27,21 +24,11 @@ FILES = (
 )
 COURSE_MEAN, COURSE_STD = (0.1307,), (0.3081,)
 CLASS_NAMES = tuple(str(d) for d in range(10))
-SYNTHETIC_FILE = "synthetic.pt"
 
 
-@dataclass(frozen=True)
-class MnistOptions:
-    source: Literal["official", "synthetic"] = "official"
-    synthetic: synthetic.SyntheticSizes = field(default_factory=synthetic.SyntheticSizes)
-
-
-def acquire(dataset: str, options: MnistOptions, raw_dir: Path) -> list[str]:
+def acquire(dataset: str, options: synthetic.SourceOptions, raw_dir: Path) -> list[str]:
     if options.source == "synthetic":
-        train_x, train_y, test_x, test_y = synthetic.make_dataset(options.synthetic, 10, 1, 28)
-        save_tensors(raw_dir / SYNTHETIC_FILE, {"train_inputs": train_x, "train_targets": train_y,
-                                                "test_inputs": test_x, "test_targets": test_y})
-        return [f"{SYNTHETIC_FILE}: generated with seed {options.synthetic.seed}"]
+        return synthetic.write_synthetic(raw_dir, options.synthetic, num_classes=10, channels=1, size=28)
     return fetch_files(dataset, FILES, OFFICIAL_BASES, raw_dir, mirror_from_env())
 
 
@@ -59,12 +46,9 @@ def read_idx(path: Path) -> torch.Tensor:
     return torch.from_numpy(body.reshape(shape).copy())
 
 
-def read(options: MnistOptions, raw_dir: Path) -> Splits:
+def read(options: synthetic.SourceOptions, prepare: PrepareOptions, raw_dir: Path) -> Splits:
     if options.source == "synthetic":
-        from cnnlab.data.prepared import load_tensor_file
-
-        raw = load_tensor_file(raw_dir / SYNTHETIC_FILE, f"dvc repro download@{raw_dir.name}")
-        tensors = (raw["train_inputs"], raw["train_targets"], raw["test_inputs"], raw["test_targets"])
+        tensors = synthetic.read_synthetic(raw_dir)
     else:
         for remote in FILES:
             verify_md5(raw_dir / remote.name, remote.md5)
@@ -74,4 +58,4 @@ def read(options: MnistOptions, raw_dir: Path) -> Splits:
     return Splits(*tensors, class_names=CLASS_NAMES, course_mean=COURSE_MEAN, course_std=COURSE_STD)
 
 
-KIND = DatasetKind(name="mnist", acquire_options=MnistOptions, acquire=acquire, read=read)
+KIND = DatasetKind(name="mnist", acquire_options=synthetic.SourceOptions, acquire=acquire, read=read)

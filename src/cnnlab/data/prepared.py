@@ -34,6 +34,7 @@ class DatasetMeta:
     course_mean: tuple[float, ...] | None
     course_std: tuple[float, ...] | None
     sizes: dict[str, int]
+    skipped_files: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -41,7 +42,7 @@ class DatasetMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "DatasetMeta":
-        tuples = ("class_names", "input_shape", "train_mean", "train_std", "course_mean", "course_std")
+        tuples = ("class_names", "input_shape", "train_mean", "train_std", "course_mean", "course_std", "skipped_files")
         return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()})
 
 
@@ -77,6 +78,7 @@ def write_prepared(name: str, kind: str, splits: Splits, out_dir: Path, permutat
         input_shape=tuple(splits.train_inputs.shape[1:]), is_image=splits.is_image,
         train_mean=mean, train_std=std, course_mean=splits.course_mean, course_std=splits.course_std,
         sizes={"train": len(splits.train_targets), "test": len(splits.test_targets)},
+        skipped_files=splits.skipped_files,
     )
     with replaced_atomically(out_dir) as tmp:
         tmp.mkdir(parents=True)

@@ -27,6 +27,7 @@ class Splits:
     # The normalisation constants the course used for this data, if any.
     course_mean: tuple[float, ...] | None = None
     course_std: tuple[float, ...] | None = None
+    skipped_files: tuple[str, ...] = ()  # unreadable files left out at the user's request
 
     @property
     def is_image(self) -> bool:
@@ -34,19 +35,27 @@ class Splits:
 
 
 @dataclass(frozen=True)
+class PrepareOptions:
+    """`prepare:` settings every dataset kind accepts."""
+
+    permutation_seed: int = 0  # seeds the fixed pixel permutation of the permuted-pixel experiments
+
+
+@dataclass(frozen=True)
 class DatasetKind:
     name: str
-    acquire_options: type  # dataclass of the `acquire:` settings in params.yaml
-    # (dataset name, options, raw dir): download or generate the raw files.
+    acquire_options: type  # dataclass of the `acquire:` settings in params.yaml (download stage)
+    # (dataset name, acquire options, raw dir): download or generate the raw files.
     acquire: Callable[[str, Any, Path], list[str]]
-    # (options, raw dir) -> tensors; never called on files that failed their md5.
-    read: Callable[[Any, Path], Splits]
+    # (acquire options, prepare options, raw dir) -> tensors; never called on files that failed their md5.
+    read: Callable[[Any, Any, Path], Splits]
+    prepare_options: type = PrepareOptions  # dataclass of the `prepare:` settings (prepare stage)
 
 
 def _kinds() -> dict[str, DatasetKind]:
-    from cnnlab.data import mnist, spiral
+    from cnnlab.data import cifar10, imagefolder, mnist, spiral
 
-    return {kind.name: kind for kind in (mnist.KIND, spiral.KIND)}
+    return {kind.name: kind for kind in (mnist.KIND, cifar10.KIND, imagefolder.KIND, spiral.KIND)}
 
 
 def dataset_kinds() -> list[str]:

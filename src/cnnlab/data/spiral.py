@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data.registry import DatasetKind, Splits
+from cnnlab.data.registry import DatasetKind, PrepareOptions, Splits
 from cnnlab.io import save_tensors
 
 
@@ -50,7 +50,7 @@ def acquire(dataset: str, options: SpiralOptions, raw_dir: Path) -> list[str]:
     return [f"{RAW_FILE}: generated with seed {options.seed}"]
 
 
-def read(options: SpiralOptions, raw_dir: Path) -> Splits:
+def read(options: SpiralOptions, prepare: PrepareOptions, raw_dir: Path) -> Splits:
     from cnnlab.data.prepared import load_tensor_file
 
     raw = load_tensor_file(raw_dir / RAW_FILE, f"dvc repro download@{raw_dir.name}")

@@ -10,9 +10,13 @@ and the offline demo rely on both properties.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import torch
+
+from cnnlab.io import save_tensors
 
 STROKES_PER_CLASS = 3
 MAX_SHIFT = 3
@@ -88,3 +92,28 @@ def make_dataset(
     train_x, train_y = make_images(sizes.train_size, drawings, size, generator)
     test_x, test_y = make_images(sizes.test_size, drawings, size, generator)
     return train_x, train_y, test_x, test_y
+
+
+SYNTHETIC_FILE = "synthetic.pt"
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """`acquire:` of a downloadable image dataset: the official files, or a synthetic stand-in."""
+
+    source: Literal["official", "synthetic"] = "official"
+    synthetic: SyntheticSizes = field(default_factory=SyntheticSizes)
+
+
+def write_synthetic(raw_dir: Path, sizes: SyntheticSizes, num_classes: int, channels: int, size: int) -> list[str]:
+    train_x, train_y, test_x, test_y = make_dataset(sizes, num_classes, channels, size)
+    save_tensors(raw_dir / SYNTHETIC_FILE, {"train_inputs": train_x, "train_targets": train_y,
+                                            "test_inputs": test_x, "test_targets": test_y})
+    return [f"{SYNTHETIC_FILE}: generated with seed {sizes.seed}"]
+
+
+def read_synthetic(raw_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from cnnlab.data.prepared import load_tensor_file
+
+    raw = load_tensor_file(raw_dir / SYNTHETIC_FILE, f"dvc repro download@{raw_dir.name}")
+    return raw["train_inputs"], raw["train_targets"], raw["test_inputs"], raw["test_targets"]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from torch import nn
 
 from cnnlab.errors import ConfigError
-from cnnlab.models import course_cnn, mlp
+from cnnlab.models import alexnet, course_cnn, googlenet, lenet, mlp, mobilenet, resnet, vgg
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -25,6 +25,14 @@ MODELS: Mapping[str, ModelBuilder] = {
     "two_layer": mlp.two_layer,
     "fc2layer": mlp.FC2Layer,
     "course_cnn": course_cnn.CourseCNN,
+    "lenet": lenet.LeNet,
+    "alexnet": alexnet.alexnet,
+    "zfnet": alexnet.zfnet,
+    "vgg_course": vgg.vgg_course,
+    "vgg16_bn": vgg.vgg16_bn,
+    "googlenet": googlenet.googlenet,
+    "resnet18": resnet.resnet18,
+    "mobilenet_v2": mobilenet.mobilenet_v2,
 }
 
 _FIXED_ARGS = ("input_shape", "num_classes")

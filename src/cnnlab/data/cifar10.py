@@ -1,0 +1,121 @@
+"""CIFAR-10: torchvision's official python archive, read without trusting pickle.
+
+The archive's batches are pickles. Nothing in them is unpickled unless the
+archive matched its md5 at download and each batch matches torchvision's
+per-batch md5 at read time, and even then the unpickler admits only the
+numpy types those files contain, so a tampered mirror cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab.data import synthetic
+from cnnlab.data.registry import DatasetKind, PrepareOptions, Splits
+from cnnlab.data.sources import RemoteFile, fetch_files, mirror_from_env, verify_md5
+from cnnlab.errors import DataError
+
+# torchvision.datasets.CIFAR10's URL and md5s (torchvision 0.29).
+OFFICIAL_BASES = ("https://www.cs.toronto.edu/~kriz/",)
+ARCHIVE = RemoteFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
+FOLDER = "cifar-10-batches-py"
+TRAIN_BATCHES = (
+    RemoteFile("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+    RemoteFile("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+    RemoteFile("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+    RemoteFile("data_batch_4", "634d18415352ddfa80567beed471001a"),
+    RemoteFile("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+)
+TEST_BATCHES = (RemoteFile("test_batch", "40351d587109b95175f43aff81a1287e"),)
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# The course's VGG constants; its LeNet notebook used 0.5/0.5, set per experiment in params.yaml.
+COURSE_MEAN, COURSE_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+
+
+try:  # numpy >= 2 moved the array reconstructor; the 2009 pickles name the old module
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.multiarray import _reconstruct
+
+_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Admits only what a CIFAR batch holds: dicts, lists, bytes, ints and numpy arrays."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise DataError(f"refusing to unpickle {module}.{name}: a CIFAR batch holds only numpy arrays and lists")
+        return _ALLOWED_GLOBALS[(module, name)]
+
+
+def load_batch(data: bytes, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,3,32,32) uint8 images and int64 labels from one batch file's bytes."""
+    try:
+        batch = BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except DataError as error:
+        raise DataError(f"{where}: {error}") from None
+    except Exception as error:  # a damaged pickle raises many types
+        raise DataError(f"{where}: not a CIFAR batch ({type(error).__name__})") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DataError(f"{where}: not a CIFAR batch (no data/labels)")
+    images, labels = batch[b"data"], batch[b"labels"]
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072:
+        raise DataError(f"{where}: data is not a uint8 array of N x 3072")
+    if not isinstance(labels, list) or len(labels) != len(images) or not all(isinstance(x, int) for x in labels):
+        raise DataError(f"{where}: labels are not {len(images)} integers")
+    return torch.from_numpy(images.reshape(-1, 3, 32, 32).copy()), torch.tensor(labels, dtype=torch.int64)
+
+
+def read_archive(archive: Path, batches: tuple[RemoteFile, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check each batch's md5 inside the archive before parsing it; nothing is extracted to disk."""
+    images, labels = [], []
+    with tarfile.open(archive, "r:gz") as tar:
+        for batch in batches:
+            member = f"{FOLDER}/{batch.name}"
+            try:
+                handle = tar.extractfile(member)
+            except KeyError:
+                handle = None
+            if handle is None:
+                raise DataError(f"{archive}: has no {member}; delete it and re-run download@{archive.parent.name}")
+            data = handle.read()
+            actual = hashlib.md5(data).hexdigest()
+            if actual != batch.md5:
+                raise DataError(f"{archive}:{member}: md5 {actual}, expected {batch.md5}; refusing to parse it")
+            batch_images, batch_labels = load_batch(data, f"{archive}:{member}")
+            images.append(batch_images)
+            labels.append(batch_labels)
+    return torch.cat(images), torch.cat(labels)
+
+
+def acquire(dataset: str, options: synthetic.SourceOptions, raw_dir: Path) -> list[str]:
+    if options.source == "synthetic":
+        return synthetic.write_synthetic(raw_dir, options.synthetic, num_classes=10, channels=3, size=32)
+    return fetch_files(dataset, (ARCHIVE,), OFFICIAL_BASES, raw_dir, mirror_from_env())
+
+
+def read(options: synthetic.SourceOptions, prepare: PrepareOptions, raw_dir: Path) -> Splits:
+    if options.source == "synthetic":
+        tensors = synthetic.read_synthetic(raw_dir)
+    else:
+        archive = raw_dir / ARCHIVE.name
+        verify_md5(archive, ARCHIVE.md5)
+        tensors = (*read_archive(archive, TRAIN_BATCHES), *read_archive(archive, TEST_BATCHES))
+    return Splits(*tensors, class_names=CLASS_NAMES, course_mean=COURSE_MEAN, course_std=COURSE_STD)
+
+
+KIND = DatasetKind(name="cifar10", acquire_options=synthetic.SourceOptions, acquire=acquire, read=read)

@@ -1,0 +1,76 @@
+"""Real data through the mirror (../shared/data): MNIST with the course's settings and findings,
+and the cats-vs-dogs photos as an image folder. Slow, outside CI: `make test-slow`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import SHARED_DATA, run, run_env
+
+pytestmark = pytest.mark.slow
+
+
+def only(prefix: str, params: dict) -> None:
+    """Keep the datasets and experiments whose names start with `prefix`."""
+    params["datasets"] = {k: v for k, v in params["datasets"].items() if k.startswith(prefix)}
+    params["experiments"] = {k: v for k, v in params["experiments"].items() if k.startswith(prefix)}
+    params["report"]["comparisons"] = [c for c in params["report"]["comparisons"] if c["baseline"].startswith(prefix)]
+
+
+def only_mnist(params: dict) -> None:
+    only("mnist", params)
+
+
+CATSDOGS = {
+    "dataset": {"kind": "imagefolder", "acquire": {"source": ""},
+                "prepare": {"resize": 36, "crop": 32, "on_bad_file": "error"}},
+    "experiment": {
+        "study": "catsdogs", "dataset": "catsdogs", "model": "lenet", "model_args": {},
+        "inputs": {"normalize": "train_stats", "permute_pixels": False},
+        "train": {"optimizer": {"name": "adam", "lr": 0.001}, "epochs": 30, "batch_size": 32,
+                  "augment": {"crop_padding": 4, "flip": True}, "seed": 0},
+        "evaluate": {"batch_size": 200, "grid_images": 8},
+    },
+}
+
+
+def with_catsdogs(params: dict) -> None:
+    only("catsdogs", params)
+    params["datasets"]["catsdogs"] = CATSDOGS["dataset"]
+    params["experiments"]["catsdogs_lenet"] = CATSDOGS["experiment"]
+
+
+def test_catsdogs_image_folder_through_the_pipeline(make_project):
+    if not (SHARED_DATA / "catsdogs").is_dir():
+        pytest.skip("no ../shared/data/catsdogs on this machine")
+    root = make_project(with_catsdogs)
+    run(["dvc", "repro"], root, env=run_env({"CNNLAB_MIRROR": str(SHARED_DATA)}))
+    meta = json.loads((root / "data" / "prepared" / "catsdogs" / "meta.json").read_text())
+    assert meta["class_names"] == ["cats", "dogs"] and meta["sizes"] == {"train": 400, "test": 200}
+    metrics = json.loads((root / "metrics" / "catsdogs_lenet.json").read_text())
+    print(metrics)
+    assert metrics["test_accuracy"] > 0.55, "a small CNN does better than chance on real cats vs dogs"
+    for grid in ("test_images.png", "confident_mistakes.png"):
+        assert (root / "reports" / "catsdogs_lenet" / "figures" / grid).is_file()
+
+
+def test_course_findings_hold_on_real_mnist(make_project):
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip("no ../shared/data/mnist on this machine")
+    root = make_project(only_mnist)
+    run(["dvc", "repro"], root, env=run_env({"CNNLAB_MIRROR": str(SHARED_DATA)}))
+    accuracy = {
+        name: json.loads((root / "metrics" / f"{name}.json").read_text())["test_accuracy"]
+        for name in ("mnist_fc", "mnist_cnn", "mnist_fc_perm", "mnist_cnn_perm")
+    }
+    print(accuracy)
+    assert 0.85 <= accuracy["mnist_fc"] <= 0.93, "the course saw FC ~89%"
+    assert accuracy["mnist_cnn"] >= 0.93, "the course saw CNN ~95%"
+    assert accuracy["mnist_cnn"] - accuracy["mnist_fc"] >= 0.03, "the CNN wins at equal parameter count"
+    assert abs(accuracy["mnist_fc_perm"] - accuracy["mnist_fc"]) < 0.03, "permutation leaves the FC net unchanged"
+    assert accuracy["mnist_cnn"] - accuracy["mnist_cnn_perm"] >= 0.05, "permutation clearly hurts the CNN"
+    summary = json.loads((root / "reports" / "summary.json").read_text())
+    verdicts = {f["candidate"]: f["verdict"] for f in summary["findings"]}
+    assert verdicts == {"mnist_cnn": "higher", "mnist_fc_perm": "about the same", "mnist_cnn_perm": "lower"}
