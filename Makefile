@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro demo test test-slow mlflow-ui clean-venv
+.PHONY: setup repro demo test test-slow bench mlflow-ui clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,10 @@ setup: $(VENV)/.installed
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-# The whole DAG on generated MNIST-shaped data: no download, a few minutes on 2 CPU cores.
+DEMO_STAGES := $(foreach e,spiral_linear spiral_mlp mnist_fc mnist_cnn mnist_fc_perm mnist_cnn_perm,evaluate@$(e))
+# The spiral and MNIST experiments on generated MNIST-shaped data: no download, a few minutes on 2 CPU cores.
 demo: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run -S datasets.mnist.acquire.source=synthetic
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run -S datasets.mnist.acquire.source=synthetic $(DEMO_STAGES)
 
 test: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
@@ -31,6 +32,10 @@ test: setup
 # Real-data checks outside CI (real MNIST through ../shared/data as the mirror).
 test-slow: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow
+
+# The engine against the course's DataLoader loop, side by side; writes reports/bench.{md,json}.
+bench: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m cnnlab.bench
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,14 +12,12 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
+
+from cnnlab import sandbox
+from cnnlab.sandbox import set_in, smoke_profile  # noqa: F401  (tests import set_in from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src", "pyproject.toml", ".gitignore", ".dvc", ".dvcignore")
-
-# Small enough for CI, big enough that the CNN learns the synthetic strokes.
-SMALL_SYNTHETIC = {"train_size": 3000, "test_size": 1000, "seed": 0}
 
 
 def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -40,13 +37,6 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bo
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
-
-
-def set_in(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    for key in parents:
-        tree = tree[key]
-    tree[last] = value
 
 
 def write_image_folder(root: Path, classes: tuple[str, ...] = ("circles", "squares"), per_class: int = 24) -> Path:
@@ -72,23 +62,8 @@ def write_image_folder(root: Path, classes: tuple[str, ...] = ("circles", "squar
 
 
 def synthetic_params(params: dict[str, Any], image_folder: Path | None = None) -> dict[str, Any]:
-    """The offline test profile: small synthetic MNIST and CIFAR, a smaller spiral, short training.
-
-    With `image_folder`, also an imagefolder dataset `shapes` and an experiment on it.
-    """
-    for dataset in ("mnist", "cifar10"):
-        set_in(params, f"datasets.{dataset}.acquire.source", "synthetic")
-    set_in(params, "datasets.mnist.acquire.synthetic", dict(SMALL_SYNTHETIC))
-    set_in(params, "datasets.cifar10.acquire.synthetic", {"train_size": 256, "test_size": 128, "seed": 0})
-    set_in(params, "datasets.spiral.acquire.points_per_class", 300)
-    for name, experiment in params["experiments"].items():
-        train = experiment["train"]
-        if name.startswith("spiral"):
-            train["epochs"] = 300
-        elif name.startswith("mnist"):
-            train["epochs"] = 2
-        else:
-            train["epochs"], train["batch_size"] = 1, 64
+    """The offline smoke profile; with `image_folder`, also an imagefolder dataset `shapes` and an experiment on it."""
+    smoke_profile(params)
     if image_folder is not None:
         params["datasets"]["shapes"] = {
             "kind": "imagefolder",
@@ -104,22 +79,8 @@ def synthetic_params(params: dict[str, Any], image_folder: Path | None = None) -
 
 
 def copy_project(root: Path, edit: Callable[[dict[str, Any]], Any] | None = None) -> Path:
-    """Copy the project into `root` as a fresh git repository; `edit` may change params before the commit."""
-    root.mkdir(parents=True)
-    for item in PROJECT_FILES:
-        source = REPO / item
-        if source.is_dir():
-            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__", "tmp", "*.egg-info"))
-        elif source.exists():
-            shutil.copy2(source, root / item)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    if edit is not None:
-        edit(params)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "test project"], root)
-    return root
+    """Copy this repository's project into `root` as a fresh git repository."""
+    return sandbox.copy_project(REPO, root, edit)
 
 
 @pytest.fixture

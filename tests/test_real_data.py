@@ -74,3 +74,41 @@ def test_course_findings_hold_on_real_mnist(make_project):
     summary = json.loads((root / "reports" / "summary.json").read_text())
     verdicts = {f["candidate"]: f["verdict"] for f in summary["findings"]}
     assert verdicts == {"mnist_cnn": "higher", "mnist_fc_perm": "about the same", "mnist_cnn_perm": "lower"}
+
+
+def test_bf16_matches_fp32_accuracy_of_the_course_cnn_on_real_mnist():
+    """The engine's bf16 changes speed, not the result: mean of 3 seeds within 0.5 points of fp32."""
+    import dataclasses
+    import statistics
+
+    import torch
+
+    from cnnlab import engine
+    from cnnlab.config import RuntimeConfig, load_params
+    from cnnlab.data import mnist, synthetic
+    from cnnlab.data.loader import DeviceSplit, make_normalizer
+    from cnnlab.data.prepared import DatasetMeta
+    from cnnlab.data.registry import PrepareOptions
+    from cnnlab.models import build_model
+    from conftest import REPO
+
+    splits = mnist.read(synthetic.SourceOptions(), PrepareOptions(), SHARED_DATA / "mnist")
+    train = DeviceSplit(splits.train_inputs, splits.train_targets)
+    test = DeviceSplit(splits.test_inputs, splits.test_targets)
+    meta = DatasetMeta("mnist", "mnist", splits.class_names, (1, 28, 28), True, (0.0,), (1.0,),
+                       splits.course_mean, splits.course_std, {})
+    normalize = make_normalizer(meta, "course", torch.device("cpu"))
+    course = load_params(REPO / "params.yaml").experiment("mnist_cnn")
+    accuracy: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for precision in accuracy:
+        runtime = engine.resolve_runtime(RuntimeConfig(precision=precision), torch.device("cpu"), 0)
+        for seed in range(3):
+            torch.manual_seed(seed)
+            model = build_model(course.model, (1, 28, 28), 10, **course.model_args)
+            config = dataclasses.replace(course.train, seed=seed)
+            engine.train(model, train, normalize, config, runtime, progress=False)
+            model = model.to(memory_format=torch.contiguous_format)
+            accuracy[precision].append(engine.evaluate(model, test, normalize, 1000, 10).accuracy)
+    means = {p: statistics.mean(a) for p, a in accuracy.items()}
+    print({p: [f"{a:.4f}" for a in accs] for p, accs in accuracy.items()}, means)
+    assert means["fp32"] > 0.9 and abs(means["bf16"] - means["fp32"]) < 0.005, accuracy

@@ -255,10 +255,33 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How the engine runs on this machine: speed, not results (see each field).
+
+    Only `precision` is tracked by DVC, as it changes the numbers a little;
+    the rest change how fast the same numbers come out.
+    """
+
+    # auto: bf16 autocast on CUDA with bf16 and on CPUs with amx_bf16 or avx512_bf16, for models of
+    # at least 10M multiply-accumulates per image (smaller ones only pay for the casts); else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # auto: NHWC for image models on every device (faster convolutions and pooling in cuDNN and oneDNN)
+    channels_last: Union[Literal["auto"], bool] = "auto"
+    compile: bool = False  # torch.compile the model: worth it for long GPU runs, not for minutes on CPU
+    deterministic: bool = False  # bit-identical reruns on CUDA too, at the cost of slower kernels
+    checkpoint_every_s: float = 30.0  # save resumable state after an epoch once this long since the last save
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every_s < 0:
+            raise ValueError(f"runtime.checkpoint_every_s must be 0 or positive, got {self.checkpoint_every_s}")
+
+
+@dataclass(frozen=True)
 class Params:
     datasets: dict[str, DatasetConfig]
     experiments: dict[str, ExperimentConfig]
     report: ReportConfig
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def experiment(self, name: str) -> ExperimentConfig:
         if name not in self.experiments:
@@ -298,7 +321,7 @@ def parse_params(raw: Any) -> Params:
 
     if not isinstance(raw, dict):
         raise ConfigError(f"{PARAMS_FILE}: expected a mapping at the top level")
-    allowed = {"datasets", "experiments", "report"}
+    allowed = {"datasets", "experiments", "report", "runtime"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{key}: unknown top-level key in {PARAMS_FILE}; accepted keys: {', '.join(sorted(allowed))}")
@@ -323,7 +346,8 @@ def parse_params(raw: Any) -> Params:
                 raise ConfigError(
                     f"report.comparisons[{i}]: unknown experiment {side!r}; use one of {', '.join(experiments)}"
                 )
-    return Params(datasets=datasets, experiments=experiments, report=report)
+    runtime = parse_dataclass(RuntimeConfig, raw.get("runtime"), "runtime")
+    return Params(datasets=datasets, experiments=experiments, report=report, runtime=runtime)
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

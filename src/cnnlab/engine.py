@@ -1,29 +1,45 @@
 """Train and evaluate loops over data that already lives on the device.
 
+The loop is built for speed in the style of airbench: the dataset sits on
+the training device for the whole run, an epoch is a permutation of indices
+drawn there, augmentation works on whole batches, and the host reads a
+number back from the device about once a second, not every step. `Runtime`
+adds bf16 autocast, channels_last, fused optimizers and, on request,
+torch.compile and deterministic kernels. `EpochCheckpoint` makes a killed
+run resume where it stopped, with the same result as an uninterrupted one.
+
 Importable without DVC or MLflow: per-epoch hooks (`on_epoch`) are how a
 tracker hears about progress.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cnnlab.config import OptimizerConfig, ScheduleConfig, TrainConfig
+from cnnlab.config import OptimizerConfig, RuntimeConfig, ScheduleConfig, TrainConfig
 from cnnlab.data.augment import augment, is_active
 from cnnlab.data.loader import DeviceSplit, Normalizer, batch_indices
 from cnnlab.errors import ConfigError
 
 DEVICE_ENV = "CNNLAB_DEVICE"
-POSTFIX_EVERY_STEPS = 50  # reading the loss forces a device sync; don't do it every step
+POSTFIX_EVERY_SECONDS = 1.0  # reading the loss forces a device sync; don't do it every step
+CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # CPUs with native bf16 dot products
+# Below this a training step is bound by per-op overhead, not arithmetic: autocast's casts only add
+# to it. Measured on a 2-core AVX512-BF16 CPU: bf16 was 32% slower for the MNIST FC net (6.4k MACs),
+# even for the MNIST CNN (149k) and LeNet (652k), and 1.55x faster for the course's VGG (153M).
+BF16_MIN_MACS_PER_IMAGE = 10_000_000
 
 
 def select_device() -> torch.device:
@@ -49,13 +65,89 @@ def describe_device(device: torch.device) -> str:
     return "cpu"
 
 
-def make_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this CPU as Linux lists them (empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved `runtime:` settings for one device."""
+
+    device: torch.device
+    precision: str  # "bf16" or "fp32"
+    channels_last: bool
+    compile: bool = False
+    deterministic: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+def resolve_precision(requested: str, device: torch.device, flags: frozenset[str], macs_per_image: int) -> str:
+    if requested != "auto":
+        return requested
+    if macs_per_image < BF16_MIN_MACS_PER_IMAGE:
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu" and flags & CPU_BF16_FLAGS:
+        return "bf16"
+    return "fp32"
+
+
+def resolve_runtime(
+    config: RuntimeConfig, device: torch.device, macs_per_image: int, flags: frozenset[str] | None = None
+) -> Runtime:
+    """Turn `auto` settings into choices for `device` and a model of `macs_per_image`.
+
+    `flags` defaults to this CPU's.
+    """
+    precision = resolve_precision(config.precision, device, cpu_flags() if flags is None else flags, macs_per_image)
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"runtime.precision: bf16 is not supported by {describe_device(device)}; use auto or fp32")
+    channels_last = True if config.channels_last == "auto" else bool(config.channels_last)
+    return Runtime(device, precision, channels_last, config.compile, config.deterministic)
+
+
+def configure_backends(runtime: Runtime) -> None:
+    """Process-wide torch switches for this run (a stage is one process, one run)."""
+    if runtime.deterministic:
+        # cuBLAS needs this set before its first call to be deterministic.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # warn_only: an op without a deterministic kernel warns, naming itself, instead of failing the run.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = runtime.device.type == "cuda"
+
+
+def make_optimizer(model: nn.Module, config: OptimizerConfig, fused: bool = True) -> torch.optim.Optimizer:
+    """`config`'s optimizer over the model's parameters.
+
+    fused: one kernel per step for all parameters instead of a few per tensor, same update
+    rule; used where the parameters' device supports it. False gives torch's defaults.
+    """
+    params = list(model.parameters())
+    fused = fused and _fusable(model)
     if config.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                               nesterov=config.nesterov, weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               nesterov=config.nesterov, weight_decay=config.weight_decay, fused=fused)
     if config.name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+
+
+def _fusable(model: nn.Module) -> bool:
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
 
 
 def lr_factor(config: ScheduleConfig, step: int, total_steps: int) -> float:
@@ -109,12 +201,15 @@ def _synchronize(device: torch.device) -> None:
 class _Progress:
     """A tqdm bar per epoch; for one-batch epochs (full-batch training) one bar for the run."""
 
-    def __init__(self, epochs: int, images_per_epoch: int, steps_per_epoch: int, enabled: bool) -> None:
+    def __init__(
+        self, epochs: int, images_per_epoch: int, steps_per_epoch: int, enabled: bool, first_epoch: int = 1
+    ) -> None:
         self.per_run = steps_per_epoch == 1
         self.epochs, self.images, self.enabled = epochs, images_per_epoch, enabled
         self.bar: tqdm | None = None
         if self.per_run:
-            self.bar = tqdm(total=epochs, unit="epoch", desc="train", disable=not enabled, dynamic_ncols=True)
+            self.bar = tqdm(total=epochs, initial=first_epoch - 1, unit="epoch", desc="train",
+                            disable=not enabled, dynamic_ncols=True)
 
     def start_epoch(self, epoch: int) -> None:
         if not self.per_run:
@@ -140,48 +235,135 @@ class _Progress:
             self.bar.close()
 
 
+class EpochCheckpoint:
+    """Resumable training state in one file, saved after epochs, removed when the run completes.
+
+    `key` fingerprints what is trained (model, data, settings): a file left by
+    a run with another key is stale and ignored. `extra` travels with the state
+    (the workflow keeps its MLflow run id there, so a resumed run continues it).
+    """
+
+    def __init__(self, path: Path, key: str, every_seconds: float = 0.0, extra: dict[str, Any] | None = None):
+        self.path, self.key, self.every_seconds = Path(path), key, every_seconds
+        self.extra = dict(extra or {})
+        self._saved: dict[str, Any] | None = None
+        self._loaded = False
+        self._last_save = time.monotonic()
+
+    @property
+    def saved(self) -> dict[str, Any] | None:
+        """The state a previous run of the same key left, if any (read once)."""
+        if not self._loaded:
+            self._loaded = True
+            if self.path.is_file():
+                try:
+                    state = torch.load(self.path, map_location="cpu", weights_only=True)
+                except Exception:  # a file cut short by the kill it is meant to survive
+                    state = None
+                if isinstance(state, dict) and state.get("key") == self.key:
+                    self._saved = state
+        return self._saved
+
+    def due(self) -> bool:
+        """Whether the epoch that just ended will be saved (`on_epoch` hooks may flush their logs first)."""
+        return time.monotonic() - self._last_save >= self.every_seconds
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".partial")
+        torch.save({**state, "key": self.key, "extra": self.extra}, partial)
+        os.replace(partial, self.path)  # a kill mid-save leaves the previous checkpoint intact
+        self._last_save = time.monotonic()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _rng_states(device: torch.device, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    # Dropout draws from the global generators, shuffling and augmentation from `generator`.
+    states = {"generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _restore_rng_states(states: dict[str, torch.Tensor], device: torch.device, generator: torch.Generator) -> None:
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["torch_rng"])
+    if "cuda_rng" in states:
+        torch.cuda.set_rng_state(states["cuda_rng"], device)
+
+
 def train(
     model: nn.Module,
     data: DeviceSplit,
     normalize: Normalizer,
     config: TrainConfig,
+    runtime: Runtime | None = None,
     *,
+    checkpoint: EpochCheckpoint | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train in place. Shuffling and augmentation draw from one seeded generator on the data's device."""
+    """Train `model` in place on `data`, resuming from `checkpoint` if it holds this run's state.
+
+    Shuffling and augmentation draw from one seeded generator on the data's device.
+    """
     device = data.inputs.device
+    runtime = runtime or Runtime(device, "fp32", channels_last=False)
+    configure_backends(runtime)
+    inputs = data.inputs
+    if runtime.channels_last and inputs.dim() == 4:
+        model.to(memory_format=torch.channels_last)
+        inputs = inputs.contiguous(memory_format=torch.channels_last)  # once, so batches gather in NHWC
+    forward = torch.compile(model) if runtime.compile else model
     epochs, batch_size = config.epochs, config.batch_size
     optimizer = make_optimizer(model, config.optimizer)
     steps_per_epoch = -(-len(data) // (batch_size or len(data)))
-    scheduler = make_scheduler(optimizer, config.schedule, epochs * steps_per_epoch)
+    scheduler = None
+    if config.schedule.name != "constant" or config.schedule.warmup_fraction:
+        scheduler = make_scheduler(optimizer, config.schedule, epochs * steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     augmenting = is_active(config.augment)
-    bar = _Progress(epochs, len(data), steps_per_epoch, progress)
     history: list[EpochRecord] = []
-    for epoch in range(1, epochs + 1):
+    if checkpoint is not None and checkpoint.saved is not None:
+        state = checkpoint.saved
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        _restore_rng_states(state["rng"], device, generator)
+        history = [EpochRecord(**row) for row in state["history"]]
+    bar = _Progress(epochs, len(data), steps_per_epoch, progress, first_epoch=len(history) + 1)
+    for epoch in range(len(history) + 1, epochs + 1):
         model.train()
         bar.start_epoch(epoch)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         seen = 0
-        started = time.perf_counter()
-        for step, index in enumerate(batch_indices(len(data), batch_size, device, generator), start=1):
-            inputs, targets = data.inputs[index], data.targets[index]
+        started = last_shown = time.perf_counter()
+        for index in batch_indices(len(data), batch_size, device, generator):
+            batch, targets = inputs[index], data.targets[index]
             if augmenting:
-                inputs = augment(inputs, config.augment, generator)
-            outputs = model(normalize(inputs))
-            loss = F.cross_entropy(outputs, targets, label_smoothing=config.label_smoothing)
+                batch = augment(batch, config.augment, generator)
+            batch = normalize(batch)
+            if runtime.channels_last and batch.dim() == 4:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with runtime.autocast():
+                outputs = forward(batch)
+                loss = F.cross_entropy(outputs, targets, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            if scheduler is not None:
+                scheduler.step()
             loss_sum += loss.detach() * len(index)
             correct += (outputs.detach().argmax(dim=1) == targets).sum()
             seen += len(index)
             bar.step(len(index))
-            if step % POSTFIX_EVERY_STEPS == 0:
-                bar.show(loss_sum.item() / seen, correct.item() / seen, seen / (time.perf_counter() - started))
+            if progress and time.perf_counter() - last_shown > POSTFIX_EVERY_SECONDS:
+                last_shown = time.perf_counter()
+                bar.show(loss_sum.item() / seen, correct.item() / seen, seen / (last_shown - started))
         _synchronize(device)
         seconds = time.perf_counter() - started
         record = EpochRecord(epoch, loss_sum.item() / seen, correct.item() / seen, seen / seconds, seconds)
@@ -190,8 +372,16 @@ def train(
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
+        if checkpoint is not None and epoch < epochs and checkpoint.due():
+            checkpoint.save({
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rng": _rng_states(device, generator),
+                "history": [asdict(r) for r in history],
+            })
     bar.close()
-    return TrainResult(history, sum(r.seconds for r in history), len(data) * epochs)
+    return TrainResult(history, sum(r.seconds for r in history), len(data) * len(history))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,10 @@ class Layout:
     def model_dir(self, experiment: str) -> Path:
         return self.root / "models" / experiment
 
+    def resume_file(self, experiment: str) -> Path:
+        """Training state saved between epochs; not a DVC output, so it survives a killed stage."""
+        return self.root / ".cnnlab" / "resume" / f"{experiment}.pt"
+
     def metrics(self, experiment: str) -> Path:
         return self.root / "metrics" / f"{experiment}.json"
 

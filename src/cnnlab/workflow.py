@@ -7,6 +7,8 @@ rebuilds exactly what was trained and reads only its own params.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,13 +16,14 @@ from typing import Any
 import torch
 
 from cnnlab import engine
-from cnnlab.config import InputConfig, Params, parse_dataclass
+from cnnlab.config import InputConfig, Params, TrainConfig, parse_dataclass
 from cnnlab.data.loader import DeviceSplit, Normalizer, make_normalizer, to_device
 from cnnlab.data.prepared import PreparedData, load_prepared, load_tensor_file
 from cnnlab.io import directory_digest, read_json, replaced_atomically, write_json
 from cnnlab.models import build_model, count_parameters
+from cnnlab.models.complexity import count_macs
 from cnnlab.paths import Layout
-from cnnlab.tracking import environment_tags, git_state, open_run
+from cnnlab.tracking import Tracker, environment_tags, git_state, open_run
 
 CHECKPOINT = "model.pt"
 TRAIN_INFO = "train.json"
@@ -71,25 +74,37 @@ def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any
     device = engine.select_device()
     train_split, _, normalize = _inputs_on(prepared, spec, device)
     torch.manual_seed(config.train.seed)
-    model = spec.build().to(device)
-
-    tracker = open_run(spec.study, run_name=name)
+    model = spec.build()
+    runtime = engine.resolve_runtime(params.runtime, device, count_macs(model, spec.input_shape))
+    model = model.to(device)
+    data_md5 = directory_digest(prepared_dir)
+    checkpoint = engine.EpochCheckpoint(
+        layout.resume_file(name), _run_fingerprint(spec, config.train, runtime.precision, data_md5),
+        every_seconds=params.runtime.checkpoint_every_s,
+    )
+    resumed = checkpoint.saved
+    tracker = open_run(spec.study, run_name=name, continue_run_id=resumed["extra"].get("run_id") if resumed else None)
+    checkpoint.extra["run_id"] = tracker.run_id
+    if resumed:
+        print(f"{name}: resuming after epoch {len(resumed['history'])} from {checkpoint.path}")
+    # Logging the same values again is allowed, so a resumed run needs no special case here.
     tracker.log_params({"experiment": name, **{k: v for k, v in asdict(config).items() if k != "evaluate"}})
     tracker.set_tags({
         "dvc.stage": f"train@{name}", "cnnlab.experiment": name, "cnnlab.dataset": config.dataset,
-        "data.prepared_md5": directory_digest(prepared_dir), "device": engine.describe_device(device),
+        "data.prepared_md5": data_md5, "device": engine.describe_device(device),
+        "runtime.precision": runtime.precision, "runtime.channels_last": str(runtime.channels_last).lower(),
+        "runtime.compile": str(runtime.compile).lower(), "runtime.deterministic": str(runtime.deterministic).lower(),
         **git_state(layout.root.resolve()), **environment_tags(),
     })
     succeeded = False
     try:
         result = engine.train(
-            model, train_split, normalize, config.train,
-            on_epoch=lambda r: tracker.log_metrics(
-                {"train_loss": r.train_loss, "train_accuracy": r.train_accuracy,
-                 "train_images_per_second": r.images_per_second}, step=r.epoch),
+            model, train_split, normalize, config.train, runtime, checkpoint=checkpoint,
+            on_epoch=lambda r: _log_epoch(tracker, r, flush=checkpoint.due()),
         )
+        model = model.to(memory_format=torch.contiguous_format)  # saved and served in the default layout
         info = {
-            "run_id": tracker.run_id, "device": engine.describe_device(device),
+            "run_id": tracker.run_id, "device": engine.describe_device(device), "precision": runtime.precision,
             "train_seconds": result.train_seconds, "train_images_per_second": result.images_per_second,
             "epochs": config.train.epochs, "param_count": count_parameters(model),
             "final_train_loss": result.history[-1].train_loss,
@@ -100,6 +115,7 @@ def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any
             torch.save({"spec": spec.to_json(), "state_dict": model.state_dict()}, out / CHECKPOINT)
             write_json(out / TRAIN_INFO, info)
         write_json(layout.history(name), result.history_rows())
+        checkpoint.remove()
         tracker.log_metrics({"train_seconds": info["train_seconds"], "param_count": info["param_count"]})
         tracker.log_artifact(layout.history(name))
         tracker.log_model(model, normalize(train_split.inputs[:2]).cpu().numpy())
@@ -107,6 +123,19 @@ def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any
         return info
     finally:
         tracker.close(succeeded)
+
+
+def _log_epoch(tracker: Tracker, record: engine.EpochRecord, flush: bool) -> None:
+    tracker.log_metrics({"train_loss": record.train_loss, "train_accuracy": record.train_accuracy,
+                         "train_images_per_second": record.images_per_second}, step=record.epoch)
+    if flush:  # a checkpoint follows: the run it resumes must already hold these metrics
+        tracker.flush()
+
+
+def _run_fingerprint(spec: ModelSpec, train: TrainConfig, precision: str, data_md5: str) -> str:
+    """What a resumable state must match to be continued: model, data, training settings, precision."""
+    identity = {"spec": spec.to_json(), "train": asdict(train), "precision": precision, "data": data_md5}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def load_trained(layout: Layout, name: str) -> tuple[ModelSpec, torch.nn.Module, dict[str, Any]]:
@@ -126,7 +155,6 @@ def confusion_records(targets: torch.Tensor, predictions: torch.Tensor, class_na
 
 def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any]:
     from cnnlab import plots
-    from cnnlab.models.complexity import count_macs
 
     config = params.experiment(name).evaluate
     spec, model, train_info = load_trained(layout, name)
@@ -147,6 +175,7 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, 
         "eval_images_per_second": evaluation.images_per_second,
         "inference_ms_per_image": engine.latency_ms(model, normalize(example)),
         "device": train_info["device"],
+        "precision": train_info.get("precision", "fp32"),
         "study": spec.study,
         "dataset": spec.dataset,
         "model": spec.model,

@@ -1,0 +1,480 @@
+"""The engine against the course's way of training, side by side in one run on one machine.
+
+    python -m cnnlab.bench                 # every course workload; writes reports/bench.{md,json}
+    python -m cnnlab.bench --workloads mnist_cnn --steps-scale 0.2
+
+For each course workload (its experiment in params.yaml: model, batch size,
+optimizer, normalisation, augmentation) and a fixed number of steps on
+generated data of the real shapes, it times
+
+  reference  the course notebooks' loop: a torchvision-style dataset that
+             returns PIL images, the course's transforms, a DataLoader with
+             the course's batch size and workers (none for MNIST, 2 for
+             CIFAR-10), fp32;
+  engine     `cnnlab.engine.train` with the same model, batch size and
+             optimizer, under the runtime params.yaml resolves to here
+             (and, for comparison, the engine in fp32),
+
+and reports images/s, the ratio, and model FLOP/s utilisation against this
+machine's measured peak matmul rate. It also times the MLflow logging
+share of a training epoch and a no-op `dvc repro` of the whole pipeline
+(its smoke profile, built in a temporary copy), when MLflow and DVC are
+installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab import engine
+from cnnlab.config import NormalizeConstants, Params, TrainConfig, load_params
+from cnnlab.data import cifar10, mnist
+from cnnlab.data.loader import DeviceSplit, Normalizer
+from cnnlab.errors import ConfigError, exits_cleanly
+from cnnlab.models import build_model
+from cnnlab.models.complexity import count_macs
+
+WORKLOADS = ("mnist_fc", "mnist_cnn", "cifar_lenet", "cifar_vgg")
+# Timed steps per workload: a few seconds of the reference loop each on a 2-core CPU.
+STEPS = {"mnist_fc": 400, "mnist_cnn": 300, "cifar_lenet": 300, "cifar_vgg": 12}
+WARMUP_STEPS = 3
+# The course notebooks' DataLoader workers: none for MNIST (the default), 2 for CIFAR-10.
+COURSE_WORKERS = {"mnist": 0, "cifar10": 2}
+# Shape and the course's normalisation constants of each dataset kind a workload may use.
+DATASET_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+COURSE_CONSTANTS = {"mnist": (mnist.COURSE_MEAN, mnist.COURSE_STD), "cifar10": (cifar10.COURSE_MEAN, cifar10.COURSE_STD)}
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    model: str
+    model_args: dict[str, Any]
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: TrainConfig
+    steps: int
+    workers: int  # of the reference loop's DataLoader
+
+    @property
+    def images(self) -> int:
+        return self.steps * self.train.batch_size
+
+    def build_model(self, seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        return build_model(self.model, self.input_shape, NUM_CLASSES, **self.model_args)
+
+
+def workload_from_params(params: Params, name: str, steps: int, workers: int | None = None) -> Workload:
+    """`name`'s experiment as a workload; `workers` overrides the course's DataLoader workers."""
+    experiment = params.experiment(name)
+    kind = params.dataset(experiment.dataset).kind
+    if kind not in DATASET_SHAPES:
+        raise ConfigError(f"bench: experiment {name!r} uses dataset kind {kind!r}; the bench knows mnist and cifar10")
+    normalize = experiment.inputs.normalize
+    if isinstance(normalize, NormalizeConstants):
+        mean, std = normalize.mean, normalize.std
+    elif normalize == "course":
+        mean, std = COURSE_CONSTANTS[kind]
+    else:
+        raise ConfigError(f"bench: experiment {name!r} normalizes with {normalize!r}; the course used constants")
+    return Workload(name, experiment.model, dict(experiment.model_args), DATASET_SHAPES[kind], tuple(mean),
+                    tuple(std), replace(experiment.train, epochs=1), steps,
+                    COURSE_WORKERS[kind] if workers is None else workers)
+
+
+# --------------------------------------------------------------------------
+# Data: the same generated images, as the course's PIL dataset and as engine tensors
+# --------------------------------------------------------------------------
+
+
+def generated_images(workload: Workload, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images as torchvision keeps them (N,H,W for grey, N,H,W,C for colour), and labels."""
+    channels, height, width = workload.input_shape
+    rng = np.random.default_rng(seed)
+    shape = (count, height, width) if channels == 1 else (count, height, width, channels)
+    return rng.integers(0, 256, shape, dtype=np.uint8), rng.integers(0, NUM_CLASSES, count)
+
+
+def as_tensors(images: np.ndarray) -> torch.Tensor:
+    tensor = torch.from_numpy(images)
+    return tensor.unsqueeze(1) if tensor.dim() == 3 else tensor.permute(0, 3, 1, 2).contiguous()
+
+
+class CourseStyleDataset(torch.utils.data.Dataset):
+    """What torchvision's MNIST and CIFAR10 datasets do per item: a PIL image, then the transform."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, transform: Any) -> None:
+        self.images, self.targets, self.transform = images, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[index])), int(self.targets[index])
+
+
+def course_transform(workload: Workload) -> Any:
+    from torchvision import transforms
+
+    steps: list[Any] = []
+    if workload.train.augment.crop_padding:
+        steps.append(transforms.RandomCrop(workload.input_shape[1], padding=workload.train.augment.crop_padding))
+    if workload.train.augment.flip:
+        steps.append(transforms.RandomHorizontalFlip())
+    steps += [transforms.ToTensor(), transforms.Normalize(workload.mean, workload.std)]
+    return transforms.Compose(steps)
+
+
+def engine_normalizer(workload: Workload, device: torch.device) -> Normalizer:
+    """ToTensor's 1/255 and Normalize's (x - mean) / std as the engine's one multiply-add."""
+    shape = (1, -1, 1, 1)
+    mean = torch.tensor(workload.mean, device=device).view(shape)
+    std = torch.tensor(workload.std, device=device).view(shape)
+    return Normalizer(multiplier=1 / (255 * std), offset=-mean / std)
+
+
+def course_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer as the notebooks build it: torch's defaults, no fused kernels."""
+    return engine.make_optimizer(model, train.optimizer, fused=False)
+
+
+def course_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, train: TrainConfig) -> torch.Tensor:
+    return F.cross_entropy(model(inputs), targets, label_smoothing=train.label_smoothing)
+
+
+# --------------------------------------------------------------------------
+# The two loops
+# --------------------------------------------------------------------------
+
+
+def reference_images_per_second(workload: Workload, images: np.ndarray, targets: np.ndarray) -> float:
+    """The course's loop over a DataLoader; the first WARMUP_STEPS batches (worker start-up) are not timed."""
+    model = workload.build_model()
+    optimizer = course_optimizer(model, workload.train)
+    loader = torch.utils.data.DataLoader(
+        CourseStyleDataset(images, targets, course_transform(workload)),
+        batch_size=workload.train.batch_size, shuffle=True, num_workers=workload.workers,
+    )
+    model.train()
+    started, timed = 0.0, 0
+    for step, (inputs, labels) in enumerate(loader):
+        if step == WARMUP_STEPS:
+            started = time.perf_counter()
+        optimizer.zero_grad()
+        loss = course_loss(model, inputs, labels, workload.train)
+        loss.backward()
+        optimizer.step()
+        if step >= WARMUP_STEPS:
+            timed += len(labels)
+    return timed / (time.perf_counter() - started)
+
+
+def engine_images_per_second(workload: Workload, inputs: torch.Tensor, targets: torch.Tensor,
+                             runtime: engine.Runtime) -> float:
+    """`engine.train` for one epoch over the images, after a warm-up epoch of WARMUP_STEPS batches."""
+    device = runtime.device
+    model = workload.build_model().to(device)
+    normalize = engine_normalizer(workload, device)
+    split = DeviceSplit(inputs.to(device), targets.to(device))
+    warmup = DeviceSplit(split.inputs[: WARMUP_STEPS * workload.train.batch_size],
+                         split.targets[: WARMUP_STEPS * workload.train.batch_size])
+    engine.train(model, warmup, normalize, workload.train, runtime, progress=False)
+    return engine.train(model, split, normalize, workload.train, runtime, progress=False).images_per_second
+
+
+def peak_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 1024, repeats: int = 10) -> float:
+    """The best FLOP/s of one size x size x size matmul in `dtype`, run two ways: torch.mm and a 1x1 convolution.
+
+    On CPUs torch hands the two to different libraries (BLAS, oneDNN) whose speeds
+    differ by vendor; the faster one is what the hardware can practically do.
+    """
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    # The same product as a convolution: `size` pixels of `size` channels through a size x size 1x1 kernel.
+    pixels = a.t().reshape(1, size, size, 1).contiguous(memory_format=torch.channels_last)
+    kernel = b.t().reshape(size, size, 1, 1).contiguous(memory_format=torch.channels_last)
+    best = 0.0
+    for product in (lambda: torch.mm(a, b), lambda: F.conv2d(pixels, kernel)):
+        product()
+        for _ in range(repeats):
+            engine._synchronize(device)
+            started = time.perf_counter()
+            product()
+            engine._synchronize(device)
+            best = max(best, 2 * size**3 / (time.perf_counter() - started))
+    return best
+
+
+def training_flops_per_image(workload: Workload) -> float:
+    """Forward and backward: about 3 forward passes, 2 FLOPs per multiply-accumulate."""
+    return 6.0 * count_macs(workload.build_model(), workload.input_shape)
+
+
+@dataclass(frozen=True)
+class WorkloadResult:
+    workload: str
+    batch_size: int
+    steps: int
+    reference_workers: int
+    engine_precision: str
+    engine_channels_last: bool
+    reference_images_per_second: float
+    engine_images_per_second: float
+    engine_fp32_images_per_second: float
+    speedup: float
+    reference_utilisation: float  # of the fp32 matmul peak
+    engine_utilisation: float  # of the peak in the engine's precision
+
+
+def bench_workload(workload: Workload, runtime: engine.Runtime, peaks: dict[str, float],
+                   repeats: int) -> WorkloadResult:
+    """Each loop `repeats` times, interleaved so machine noise hits all alike; the medians count."""
+    images, targets = generated_images(workload, workload.images + WARMUP_STEPS * workload.train.batch_size)
+    tensors, labels = as_tensors(images), torch.from_numpy(targets)
+    fp32_runtime = replace(runtime, precision="fp32", channels_last=False)
+    timings: dict[str, list[float]] = {"reference": [], "engine": [], "fp32": []}
+    for _ in range(repeats):
+        timings["reference"].append(reference_images_per_second(workload, images, targets))
+        timings["engine"].append(engine_images_per_second(workload, tensors, labels, runtime))
+        timings["fp32"].append(engine_images_per_second(workload, tensors, labels, fp32_runtime))
+    reference, fast, fp32 = (statistics.median(timings[k]) for k in ("reference", "engine", "fp32"))
+    flops = training_flops_per_image(workload)
+    return WorkloadResult(
+        workload.name, workload.train.batch_size, workload.steps, workload.workers, runtime.precision,
+        runtime.channels_last, reference, fast, fp32, fast / reference,
+        reference * flops / peaks["fp32"], fast * flops / peaks[runtime.precision],
+    )
+
+
+# --------------------------------------------------------------------------
+# Around the loop: MLflow's share of an epoch, and a no-op `dvc repro`
+# --------------------------------------------------------------------------
+
+
+def tracking_share(workload: Workload, runtime: engine.Runtime, images: int, epochs: int = 2) -> dict[str, float]:
+    """Train `epochs` epochs of `images` images logging to a fresh MLflow store as the train stage does.
+
+    The per-epoch share is the time inside the logging calls over the epoch time;
+    the run's one-off costs (open, params, tags, model, close) are reported apart.
+    """
+    from mlflow import MlflowClient
+
+    from cnnlab.tracking import MlflowTracker
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        started = time.perf_counter()
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.create_experiment("bench", artifact_location=Path(tmp, "mlruns").as_uri())
+        tracker = MlflowTracker(client, client.create_run(experiment).info.run_id, uri)
+        tracker.log_params({"train": asdict(workload.train)})
+        tracker.set_tags({"cnnlab.experiment": workload.name})
+        open_seconds = time.perf_counter() - started
+
+        logging_seconds = 0.0
+
+        def log(record: engine.EpochRecord) -> None:
+            nonlocal logging_seconds
+            begun = time.perf_counter()
+            tracker.log_metrics({"train_loss": record.train_loss, "train_accuracy": record.train_accuracy,
+                                 "train_images_per_second": record.images_per_second}, step=record.epoch)
+            logging_seconds += time.perf_counter() - begun
+
+        inputs, targets = generated_images(workload, images)
+        model = workload.build_model().to(runtime.device)
+        split = DeviceSplit(as_tensors(inputs).to(runtime.device), torch.from_numpy(targets).to(runtime.device))
+        result = engine.train(model, split, engine_normalizer(workload, runtime.device),
+                              replace(workload.train, epochs=epochs), runtime, on_epoch=log, progress=False)
+        begun = time.perf_counter()
+        tracker.flush()  # buffered epoch metrics are sent here; count them as per-epoch cost
+        logging_seconds += time.perf_counter() - begun
+        begun = time.perf_counter()
+        example = engine_normalizer(workload, torch.device("cpu"))(as_tensors(inputs[:2]))
+        tracker.log_model(model, example.numpy())
+        tracker.close(True)
+        close_seconds = time.perf_counter() - begun
+    epoch_seconds = result.train_seconds / epochs
+    return {
+        "workload": workload.name, "epoch_images": images, "epoch_seconds": epoch_seconds,
+        "logging_seconds_per_epoch": logging_seconds / epochs,
+        "logging_share_of_epoch": logging_seconds / epochs / epoch_seconds,
+        "run_open_seconds": open_seconds, "model_and_close_seconds": close_seconds,
+    }
+
+
+def noop_repro_seconds(project: Path, repeats: int = 3) -> dict[str, Any]:
+    """Build the smoke profile of the whole pipeline in a temporary copy, then time `dvc repro` with nothing to do."""
+    from cnnlab.sandbox import copy_project, smoke_profile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = copy_project(project, Path(tmp) / "project", smoke_profile)
+        env = {"DVC_NO_ANALYTICS": "1", "CNNLAB_TRACKING": "off"}
+        started = time.perf_counter()
+        _dvc(["repro"], root, env)
+        build_seconds = time.perf_counter() - started
+        stages = len(_dvc(["stage", "list", "--name-only"], root, env).split())
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            output = _dvc(["repro"], root, env)
+            times.append(time.perf_counter() - started)
+            if "up to date" not in output:
+                raise RuntimeError(f"a second dvc repro was not a no-op:\n{output}")
+    return {"stages": stages, "build_seconds": build_seconds, "noop_seconds": statistics.median(times),
+            "noop_seconds_all": times}
+
+
+def _dvc(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    import os
+
+    dvc = Path(sys.executable).with_name("dvc")
+    done = subprocess.run([str(dvc), *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"dvc {' '.join(args)} failed in {cwd}:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+def machine_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return engine.describe_device(device)
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    runtime = report["runtime"]
+    lines = [
+        "# cnnlab engine vs the course's training loop",
+        "",
+        f"Machine: {report['machine']}; torch {report['torch']}; `python -m cnnlab.bench` on {report['date']}.",
+        f"Engine: `runtime:` {', '.join(f'{k} {v}' for k, v in runtime.items())}, resolved per workload "
+        "(precision column; channels_last for image batches). Reference: PIL dataset + course transforms + "
+        "DataLoader with the course's batch size and workers, fp32. Engine fp32: the engine in fp32, NCHW.",
+        f"Measured peak matmul: {report['peak_flops']['fp32'] / 1e9:,.0f} GFLOP/s fp32, "
+        f"{report['peak_flops']['bf16'] / 1e9:,.0f} GFLOP/s bf16. Utilisation = 6 x MACs x images/s / peak. "
+        f"Each figure is the median of {report['repeats']} interleaved timings.",
+        "",
+        "| workload | batch | steps | reference workers | reference img/s | engine precision | engine img/s | "
+        "engine fp32 img/s | speedup | reference util. | engine util. |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in report["workloads"]:
+        lines.append(
+            f"| {row['workload']} | {row['batch_size']} | {row['steps']} | {row['reference_workers']} | "
+            f"{row['reference_images_per_second']:,.0f} | {row['engine_precision']} | "
+            f"{row['engine_images_per_second']:,.0f} | "
+            f"{row['engine_fp32_images_per_second']:,.0f} | {row['speedup']:.2f}x | "
+            f"{row['reference_utilisation']:.1%} | {row['engine_utilisation']:.1%} |"
+        )
+    tracking = report.get("tracking")
+    if tracking:
+        lines += ["", f"MLflow logging ({tracking['workload']}, epochs of {tracking['epoch_images']:,} images): "
+                  f"{tracking['logging_seconds_per_epoch'] * 1000:.1f} ms per {tracking['epoch_seconds']:.2f} s epoch "
+                  f"= {tracking['logging_share_of_epoch']:.2%}; once per run: opening {tracking['run_open_seconds']:.2f} s, "
+                  f"model and close {tracking['model_and_close_seconds']:.2f} s."]
+    repro = report.get("noop_repro")
+    if repro:
+        lines += ["", f"No-op `dvc repro` of the whole pipeline ({repro['stages']} stages, smoke profile): "
+                  f"{repro['noop_seconds']:.2f} s (median of {len(repro['noop_seconds_all'])}); "
+                  f"building it took {repro['build_seconds']:.0f} s."]
+    for note in report.get("skipped", []):
+        lines += ["", f"Not measured: {note}"]
+    return "\n".join(lines) + "\n"
+
+
+def resolved_runtime(params: Params, workload: Workload, device: torch.device) -> engine.Runtime:
+    """What the train stage would run this workload's model with on `device`."""
+    return engine.resolve_runtime(params.runtime, device, count_macs(workload.build_model(), workload.input_shape))
+
+
+def run_bench(params: Params, workloads: list[str], steps_scale: float, workers: int | None,
+              project: Path | None, with_tracking: bool, repeats: int = 3) -> dict[str, Any]:
+    device = engine.select_device()
+    torch.manual_seed(0)
+    peaks = {"fp32": peak_matmul_flops(device, torch.float32), "bf16": peak_matmul_flops(device, torch.bfloat16)}
+    report: dict[str, Any] = {
+        "machine": machine_description(device), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+        "runtime": asdict(params.runtime) | {"device": str(device)},
+        "peak_flops": peaks, "repeats": repeats, "workloads": [], "skipped": [],
+    }
+    for name in workloads:
+        workload = workload_from_params(params, name, max(1, math.ceil(STEPS[name] * steps_scale)), workers)
+        result = bench_workload(workload, resolved_runtime(params, workload, device), peaks, repeats)
+        print(f"{name}: reference {result.reference_images_per_second:,.0f} img/s, engine "
+              f"{result.engine_images_per_second:,.0f} img/s ({result.speedup:.2f}x)", flush=True)
+        report["workloads"].append(asdict(result))
+    if with_tracking:
+        mnist_cnn = workload_from_params(params, "mnist_cnn", 1)
+        try:
+            report["tracking"] = tracking_share(mnist_cnn, resolved_runtime(params, mnist_cnn, device), 60_000)
+        except ImportError:
+            report["skipped"].append("MLflow logging share (mlflow is not installed)")
+    if project is not None:
+        if Path(sys.executable).with_name("dvc").exists():
+            report["noop_repro"] = noop_repro_seconds(project)
+        else:
+            report["skipped"].append("no-op dvc repro (dvc is not installed)")
+    return report
+
+
+@exits_cleanly
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every workload's timed steps")
+    parser.add_argument("--workers", type=int, help="the reference DataLoader's workers (default: the course's)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timings per loop; the median counts")
+    parser.add_argument("--no-pipeline", action="store_true", help="skip the no-op dvc repro timing")
+    parser.add_argument("--no-tracking", action="store_true", help="skip the MLflow logging share")
+    parser.add_argument("--out", default="reports/bench", help="writes OUT.md and OUT.json")
+    args = parser.parse_args(argv)
+
+    params_path = Path(args.params)
+    report = run_bench(load_params(params_path), args.workloads, args.steps_scale, args.workers,
+                       None if args.no_pipeline else params_path.resolve().parent, not args.no_tracking,
+                       args.repeats)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = markdown(report)
+    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

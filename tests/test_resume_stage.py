@@ -1,0 +1,62 @@
+"""A `dvc repro` killed mid-training resumes the train stage and ends as an uninterrupted run would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import torch
+
+from conftest import run, run_env
+from cnnlab.sandbox import set_in, smoke_profile
+
+
+def long_mnist_cnn(params):
+    smoke_profile(params)
+    # Epochs of about a second, so the kill lands mid-run.
+    set_in(params, "datasets.mnist.acquire.synthetic", {"train_size": 16000, "test_size": 500, "seed": 0})
+    set_in(params, "experiments.mnist_cnn.train.epochs", 6)
+    set_in(params, "runtime.checkpoint_every_s", 0)
+
+
+def test_killed_repro_resumes_the_train_stage(make_project):
+    root = make_project(long_mnist_cnn)
+    env = run_env()
+    run(["dvc", "repro", "prepare@mnist"], root, env)
+    resume_file = root / ".cnnlab" / "resume" / "mnist_cnn.pt"
+
+    repro = subprocess.Popen(["dvc", "repro", "train@mnist_cnn"], cwd=root, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not resume_file.exists() and repro.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert repro.poll() is None, "training ended before its first checkpoint: make the epochs longer"
+    os.killpg(repro.pid, signal.SIGKILL)  # dvc and the stage's python process alike
+    repro.wait()
+    assert not (root / "models" / "mnist_cnn" / "model.pt").exists()
+
+    resumed = run(["dvc", "repro", "train@mnist_cnn"], root, env)
+    assert "resuming after epoch" in resumed.stdout
+    assert not resume_file.exists(), "a completed run removes its resumable state"
+    resumed_state = torch.load(root / "models" / "mnist_cnn" / "model.pt", weights_only=True)["state_dict"]
+    resumed_history = json.loads((root / "reports" / "mnist_cnn" / "history.json").read_text())
+
+    run(["dvc", "repro", "--force", "train@mnist_cnn"], root, env)
+    state = torch.load(root / "models" / "mnist_cnn" / "model.pt", weights_only=True)["state_dict"]
+    history = json.loads((root / "reports" / "mnist_cnn" / "history.json").read_text())
+    assert [row["train_loss"] for row in resumed_history] == [row["train_loss"] for row in history]
+    for name, tensor in state.items():
+        assert torch.equal(tensor, resumed_state[name]), name
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    assert len(runs) == 2, "the resumed stage continued the killed run's MLflow run; --force made one more"
+    assert all(r.info.status == "FINISHED" for r in runs)
+    killed_and_resumed = min(runs, key=lambda r: r.info.start_time)
+    steps = [m.step for m in client.get_metric_history(killed_and_resumed.info.run_id, "train_loss")]
+    assert sorted(set(steps)) == [1, 2, 3, 4, 5, 6], "epochs logged before the kill were flushed with the checkpoint"
