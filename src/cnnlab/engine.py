@@ -37,8 +37,8 @@ DEVICE_ENV = "CNNLAB_DEVICE"
 POSTFIX_EVERY_SECONDS = 1.0  # reading the loss forces a device sync; don't do it every step
 CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # CPUs with native bf16 dot products
 # Below this a training step is bound by per-op overhead, not arithmetic: autocast's casts only add
-# to it. Measured on a 2-core AVX512-BF16 CPU: bf16 was 32% slower for the MNIST FC net (6.4k MACs),
-# even for the MNIST CNN (149k) and LeNet (652k), and 1.55x faster for the course's VGG (153M).
+# to it. Measured on a 2-core AVX512-BF16 CPU: bf16 was a third slower for the MNIST FC net (6.4k MACs),
+# no faster for the MNIST CNN (149k) and LeNet (652k), and 1.55x faster for the course's VGG (153M).
 BF16_MIN_MACS_PER_IMAGE = 10_000_000
 
 
