@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -346,8 +347,6 @@ def noop_repro_seconds(project: Path, repeats: int = 3) -> dict[str, Any]:
 
 
 def _dvc(args: list[str], cwd: Path, env: dict[str, str]) -> str:
-    import os
-
     dvc = Path(sys.executable).with_name("dvc")
     done = subprocess.run([str(dvc), *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True,
                           check=False)
