@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from cnnlab import sandbox
-from cnnlab.sandbox import set_in, smoke_profile  # noqa: F401  (tests import set_in from here)
+from cnnlab.sandbox import set_in, smoke_profile, write_image_folder  # noqa: F401  (tests import these from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -39,31 +38,10 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bo
     return done
 
 
-def write_image_folder(root: Path, classes: tuple[str, ...] = ("circles", "squares"), per_class: int = 24) -> Path:
-    """A small real image folder: PNG files of class-specific shapes at varied sizes and places."""
-    from PIL import Image
-
-    generator = torch.Generator().manual_seed(0)
-    for label, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            size = int(torch.randint(40, 72, (1,), generator=generator))
-            image = torch.full((3, size, size), 30, dtype=torch.uint8)
-            centre = size // 2 + int(torch.randint(-4, 5, (1,), generator=generator))
-            radius = size // 4
-            ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-            if label == 0:
-                mask = (ys - centre) ** 2 + (xs - centre) ** 2 <= radius**2
-            else:
-                mask = ((ys - centre).abs() <= radius) & ((xs - centre).abs() <= radius)
-            image[:, mask] = torch.tensor([200, 60 + 100 * label, 90], dtype=torch.uint8)[:, None]
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(root / name / f"{name}_{i}.png")
-    return root
-
-
 def synthetic_params(params: dict[str, Any], image_folder: Path | None = None) -> dict[str, Any]:
-    """The offline smoke profile; with `image_folder`, also an imagefolder dataset `shapes` and an experiment on it."""
-    smoke_profile(params)
+    """The offline smoke profile; with `image_folder`, also an imagefolder dataset `shapes` and an experiment on it,
+    and the same folder standing in for cats vs dogs."""
+    smoke_profile(params, image_folder)
     if image_folder is not None:
         params["datasets"]["shapes"] = {
             "kind": "imagefolder",

@@ -131,6 +131,7 @@ def test_damaged_mirror_file_is_named_deleted_and_never_parsed(tmp_path, damage)
 def only_mnist_download(params: dict) -> None:
     del params["datasets"]["spiral"]
     params["experiments"] = {}
+    params["transfer"] = {}
     params["report"]["comparisons"] = []
 
 

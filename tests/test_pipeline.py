@@ -15,7 +15,8 @@ EXPERIMENTS = (
     "spiral_linear", "spiral_mlp", "mnist_fc", "mnist_cnn", "mnist_fc_perm", "mnist_cnn_perm",
     "cifar_lenet", "cifar_vgg", *(f"zoo_{model}" for model in ZOO), "shapes_lenet",
 )
-DATASETS = ("spiral", "mnist", "cifar10", "shapes")
+DATASETS = ("spiral", "mnist", "cifar10", "catsdogs", "shapes")
+TRANSFER = ("catsdogs_vgg16", "catsdogs_cifar_vgg16_bn")
 
 
 def stages_run(output: str) -> set[str]:
@@ -40,6 +41,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_first_repro_builds_every_stage(built):
     expected = {f"{stage}@{d}" for stage in ("download", "prepare") for d in DATASETS}
     expected |= {f"{stage}@{e}" for stage in ("train", "evaluate") for e in EXPERIMENTS} | {"report"}
+    expected |= {f"{stage}@{t}" for stage in ("features", "head", "evaluate_head") for t in TRANSFER}
     assert stages_run(built["first"]) == expected
     root = built["root"]
     for experiment in EXPERIMENTS:
@@ -55,10 +57,10 @@ def test_first_repro_builds_every_stage(built):
         for grid in ("test_images.png", "confident_mistakes.png"):
             assert (root / "reports" / experiment / "figures" / grid).stat().st_size > 1000, (experiment, grid)
     summary = json.loads((root / "reports" / "summary.json").read_text())
-    assert set(summary["experiments"]) == set(EXPERIMENTS)
+    assert set(summary["experiments"]) == set(EXPERIMENTS) | set(TRANSFER)
     assert len(summary["findings"]) == 5
     figures = sorted(p.name for p in (root / "reports" / "figures").iterdir())
-    assert figures == [f"{study}_accuracy_vs_{axis}.png" for study in ("cifar10", "cifar10_zoo", "mnist", "spiral")
+    assert figures == [f"{study}_accuracy_vs_{axis}.png" for study in ("catsdogs", "cifar10", "cifar10_zoo", "mnist", "spiral")
                        for axis in ("params", "throughput")], "one pair per study of two or more experiments"
     assert "| mnist_cnn |" in (root / "reports" / "summary.md").read_text()
 

@@ -16,17 +16,15 @@ VGG16_FILE = "vgg16-397923af.pth"
 
 @pytest.fixture
 def empty_hub(tmp_path, monkeypatch):
+    """An empty torch.hub cache and no way out: downloads go to a proxy on a closed local port."""
     previous = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
-    # No network: the download must fail fast and say what to do.
-    monkeypatch.setattr(pretrained, "DOWNLOAD_TIMEOUT_SECONDS", 2.0)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", _offline)
+    for variable in ("https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    for variable in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
     yield tmp_path / "hub" / "checkpoints"
     torch.hub.set_dir(previous)
-
-
-def _offline(*args, **kwargs):
-    raise OSError("Name or service not known")
 
 
 def test_missing_weights_name_the_file_and_where_to_put_it(empty_hub):
@@ -62,7 +60,9 @@ def test_a_file_matching_its_published_hash_is_accepted(tmp_path):
 
 def test_vgg16_backbone_outputs_the_4096_features_its_last_layer_took():
     torch.manual_seed(0)
-    backbone = pretrained.torchvision_backbone("vgg16", None).eval()
+    backbone, replaced = pretrained.torchvision_backbone("vgg16", None)
+    assert (replaced.in_features, replaced.out_features) == (4096, 1000)
+    backbone.eval()
     with torch.no_grad():
         assert backbone(torch.randn(1, 3, 224, 224)).shape == (1, 4096)
 

@@ -4,8 +4,11 @@ and the cats-vs-dogs photos as an image folder. Slow, outside CI: `make test-slo
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import pytest
+import yaml
 
 from conftest import SHARED_DATA, run, run_env
 
@@ -16,6 +19,8 @@ def only(prefix: str, params: dict) -> None:
     """Keep the datasets and experiments whose names start with `prefix`."""
     params["datasets"] = {k: v for k, v in params["datasets"].items() if k.startswith(prefix)}
     params["experiments"] = {k: v for k, v in params["experiments"].items() if k.startswith(prefix)}
+    params["transfer"] = {k: v for k, v in params["transfer"].items() if k.startswith(prefix)
+                          and (v["backbone"]["weights"] != "pipeline" or v["backbone"]["name"] in params["experiments"])}
     params["report"]["comparisons"] = [c for c in params["report"]["comparisons"] if c["baseline"].startswith(prefix)]
 
 
@@ -23,37 +28,79 @@ def only_mnist(params: dict) -> None:
     only("mnist", params)
 
 
-CATSDOGS = {
-    "dataset": {"kind": "imagefolder", "acquire": {"source": ""},
-                "prepare": {"resize": 36, "crop": 32, "on_bad_file": "error"}},
-    "experiment": {
-        "study": "catsdogs", "dataset": "catsdogs", "model": "lenet", "model_args": {},
-        "inputs": {"normalize": "train_stats", "permute_pixels": False},
-        "train": {"optimizer": {"name": "adam", "lr": 0.001}, "epochs": 30, "batch_size": 32,
-                  "augment": {"crop_padding": 4, "flip": True}, "seed": 0},
-        "evaluate": {"batch_size": 200, "grid_images": 8},
-    },
+CATSDOGS_LENET = {
+    "study": "catsdogs", "dataset": "catsdogs32", "model": "lenet", "model_args": {},
+    "inputs": {"normalize": "train_stats", "permute_pixels": False},
+    "train": {"optimizer": {"name": "adam", "lr": 0.001}, "epochs": 30, "batch_size": 32,
+              "augment": {"crop_padding": 4, "flip": True}, "seed": 0},
+    "evaluate": {"batch_size": 200, "grid_images": 8},
+}
+# The pipeline's own model as a backbone: the LeNet above, fed the 224-pixel crops resized to 32 on the device.
+LENET_BACKBONE = {
+    "study": "catsdogs", "dataset": "catsdogs",
+    "backbone": {"name": "catsdogs_lenet", "weights": "pipeline", "source": "models/catsdogs_lenet"},
+    "inputs": {"normalize": "train_stats", "permute_pixels": False},
+    "head": {"dropout": 0.0, "train": {"optimizer": {"name": "adam", "lr": 0.001}, "epochs": 30, "batch_size": 32}},
+    "evaluate": {"batch_size": 200, "grid_images": 8},
 }
 
 
 def with_catsdogs(params: dict) -> None:
+    """The real photos twice: 224-pixel centre crops (the course's transfer input) and 32-pixel ones for LeNet."""
     only("catsdogs", params)
-    params["datasets"]["catsdogs"] = CATSDOGS["dataset"]
-    params["experiments"]["catsdogs_lenet"] = CATSDOGS["experiment"]
+    folder = str(SHARED_DATA / "catsdogs")
+    params["datasets"]["catsdogs"]["acquire"]["source"] = folder
+    params["datasets"]["catsdogs32"] = {"kind": "imagefolder", "acquire": {"source": folder},
+                                       "prepare": {"resize": 36, "crop": 32, "on_bad_file": "error"}}
+    params["experiments"]["catsdogs_lenet"] = CATSDOGS_LENET
+    params["transfer"]["catsdogs_vgg16"]["backbone"]["weights"] = "none"  # no ImageNet weights on this machine
+    params["transfer"]["catsdogs_lenet_features"] = LENET_BACKBONE
 
 
-def test_catsdogs_image_folder_through_the_pipeline(make_project):
+def timed_repro(root, stage: str) -> tuple[float, set[str]]:
+    started = time.perf_counter()
+    done = run(["dvc", "repro", "--single-item", stage], root)
+    return time.perf_counter() - started, set(re.findall(r"Running stage '([^']+)'", done.stdout))
+
+
+def test_catsdogs_image_folder_and_transfer_through_the_pipeline(make_project):
+    """LeNet from scratch, the course's VGG16 transfer (random weights here) and transfer from the
+    pipeline's LeNet, on the 600 real photos; prints the time of every stage, features cached or not."""
     if not (SHARED_DATA / "catsdogs").is_dir():
         pytest.skip("no ../shared/data/catsdogs on this machine")
     root = make_project(with_catsdogs)
-    run(["dvc", "repro"], root, env=run_env({"CNNLAB_MIRROR": str(SHARED_DATA)}))
+    seconds = {}
+    for stage in ("download@catsdogs", "prepare@catsdogs", "download@catsdogs32", "prepare@catsdogs32",
+                  "train@catsdogs_lenet", "evaluate@catsdogs_lenet", "features@catsdogs_vgg16", "head@catsdogs_vgg16",
+                  "evaluate_head@catsdogs_vgg16", "features@catsdogs_lenet_features", "head@catsdogs_lenet_features",
+                  "evaluate_head@catsdogs_lenet_features"):
+        seconds[stage], ran = timed_repro(root, stage)
+        assert ran == {stage}
     meta = json.loads((root / "data" / "prepared" / "catsdogs" / "meta.json").read_text())
     assert meta["class_names"] == ["cats", "dogs"] and meta["sizes"] == {"train": 400, "test": 200}
-    metrics = json.loads((root / "metrics" / "catsdogs_lenet.json").read_text())
-    print(metrics)
-    assert metrics["test_accuracy"] > 0.55, "a small CNN does better than chance on real cats vs dogs"
-    for grid in ("test_images.png", "confident_mistakes.png"):
-        assert (root / "reports" / "catsdogs_lenet" / "figures" / grid).is_file()
+    assert meta["input_shape"] == [3, 224, 224]
+    metrics = {name: json.loads((root / "metrics" / f"{name}.json").read_text())
+               for name in ("catsdogs_lenet", "catsdogs_vgg16", "catsdogs_lenet_features")}
+
+    # The head's learning rate changes: only the head and its evaluation run again, from the cached features.
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["transfer"]["catsdogs_vgg16"]["head"]["train"]["optimizer"]["lr"] = 0.01
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    started = time.perf_counter()
+    rerun = run(["dvc", "repro", "evaluate_head@catsdogs_vgg16"], root)
+    seconds["lr change: dvc repro evaluate_head@catsdogs_vgg16"] = time.perf_counter() - started
+    assert set(re.findall(r"Running stage '([^']+)'", rerun.stdout)) == {"head@catsdogs_vgg16",
+                                                                         "evaluate_head@catsdogs_vgg16"}
+    for stage, value in seconds.items():
+        print(f"{stage:55s} {value:7.1f} s")
+    for name, values in metrics.items():
+        print(name, f"accuracy {values['test_accuracy']:.2%}", f"features {values.get('features_seconds', 0):.1f} s",
+              f"train {values['train_seconds']:.2f} s")
+    assert metrics["catsdogs_lenet"]["test_accuracy"] > 0.55, "a small CNN does better than chance on real cats vs dogs"
+    assert metrics["catsdogs_lenet_features"]["test_accuracy"] > 0.55, "its features carry what it learnt"
+    assert seconds["head@catsdogs_vgg16"] * 3 < seconds["features@catsdogs_vgg16"], "the head is cheap once cached"
+    for grid in ("test_images.png", "correct.png", "confident_mistakes.png"):
+        assert (root / "reports" / "catsdogs_vgg16" / "figures" / grid).is_file()
 
 
 def test_course_findings_hold_on_real_mnist(make_project):

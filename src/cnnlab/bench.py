@@ -326,10 +326,11 @@ def tracking_share(workload: Workload, runtime: engine.Runtime, images: int, epo
 
 def noop_repro_seconds(project: Path, repeats: int = 3) -> dict[str, Any]:
     """Build the smoke profile of the whole pipeline in a temporary copy, then time `dvc repro` with nothing to do."""
-    from cnnlab.sandbox import copy_project, smoke_profile
+    from cnnlab.sandbox import copy_project, smoke_profile, write_image_folder
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = copy_project(project, Path(tmp) / "project", smoke_profile)
+        folder = write_image_folder(Path(tmp) / "images")
+        root = copy_project(project, Path(tmp) / "project", lambda params: smoke_profile(params, folder))
         env = {"DVC_NO_ANALYTICS": "1", "CNNLAB_TRACKING": "off"}
         started = time.perf_counter()
         _dvc(["repro"], root, env)

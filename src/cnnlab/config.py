@@ -173,6 +173,10 @@ class AugmentConfig:
         if self.crop_padding < 0:
             raise ValueError(f"augment.crop_padding must be 0 or positive, got {self.crop_padding}")
 
+    @property
+    def active(self) -> bool:
+        return bool(self.crop_padding or self.flip)
+
 
 @dataclass(frozen=True)
 class NormalizeConstants:
@@ -276,12 +280,74 @@ class RuntimeConfig:
             raise ValueError(f"runtime.checkpoint_every_s must be 0 or positive, got {self.checkpoint_every_s}")
 
 
+TORCHVISION_BACKBONE_SOURCE = "src/cnnlab/models/pretrained.py"
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The frozen feature extractor of a transfer experiment.
+
+    `source` exists for DVC: dvc.yaml cannot pick a dependency per case, so each
+    entry names the file or output its backbone comes from, and it is checked here.
+    """
+
+    name: str  # a torchvision architecture (vgg16), or with weights: pipeline an experiment of this pipeline
+    weights: Literal["imagenet", "none", "pipeline"]
+    source: str  # src/cnnlab/models/pretrained.py for torchvision's; models/<name> for weights: pipeline
+    weights_file: str = ""  # imagenet: a local copy of torchvision's file instead of torch.hub's cache
+    seed: int = 0  # weights: none: seeds the random initialisation
+    finetune_layers: int = 0  # > 0: also train the backbone's last N layers with weights, from images (no cache)
+    imagenet_preview: int = 5  # imagenet: validation images the untouched model labels with its top 5 classes
+
+    def __post_init__(self) -> None:
+        if self.finetune_layers < 0 or self.imagenet_preview < 0:
+            raise ValueError("backbone.finetune_layers and backbone.imagenet_preview must be 0 or positive")
+        if self.weights_file and self.weights != "imagenet":
+            raise ValueError("backbone.weights_file is only read with weights: imagenet; clear it")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The new last layer: Dropout(dropout) -> Linear(features, classes), trained on the backbone's features."""
+
+    # VGG16 has Dropout(0.5) right before the layer the course replaces, active while it trains the new one
+    dropout: float = 0.5
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"head.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """One entry of `transfer:`. Stage features@ reads dataset, inputs and backbone;
+    head@ reads study and head; evaluate_head@ reads evaluate."""
+
+    study: str
+    dataset: str
+    backbone: BackboneConfig
+    inputs: InputConfig
+    head: HeadConfig
+    evaluate: EvaluateConfig
+
+    @property
+    def uses_feature_cache(self) -> bool:
+        return self.backbone.finetune_layers == 0
+
+
 @dataclass(frozen=True)
 class Params:
     datasets: dict[str, DatasetConfig]
     experiments: dict[str, ExperimentConfig]
     report: ReportConfig
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    transfer: dict[str, TransferConfig] = field(default_factory=dict)
+
+    def transfer_experiment(self, name: str) -> TransferConfig:
+        if name not in self.transfer:
+            raise ConfigError(f"transfer experiment {name!r} is not in {PARAMS_FILE}; known: {', '.join(self.transfer)}")
+        return self.transfer[name]
 
     def experiment(self, name: str) -> ExperimentConfig:
         if name not in self.experiments:
@@ -321,7 +387,7 @@ def parse_params(raw: Any) -> Params:
 
     if not isinstance(raw, dict):
         raise ConfigError(f"{PARAMS_FILE}: expected a mapping at the top level")
-    allowed = {"datasets", "experiments", "report", "runtime"}
+    allowed = {"datasets", "experiments", "report", "runtime", "transfer"}
     for key in raw:
         if key not in allowed:
             raise ConfigError(f"{key}: unknown top-level key in {PARAMS_FILE}; accepted keys: {', '.join(sorted(allowed))}")
@@ -339,15 +405,53 @@ def parse_params(raw: Any) -> Params:
                 f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; use one of {', '.join(datasets)}"
             )
         check_model_args(exp.model, exp.model_args, f"experiments.{name}")
+    transfer_raw = raw.get("transfer") or {}
+    if not isinstance(transfer_raw, dict):
+        raise ConfigError("transfer must be a mapping of name -> settings")
+    transfer = {name: parse_dataclass(TransferConfig, data, f"transfer.{name}") for name, data in transfer_raw.items()}
+    for name, config in transfer.items():
+        _check_transfer(name, config, datasets, experiments)
     report = parse_dataclass(ReportConfig, raw.get("report"), "report")
+    runs = [*experiments, *transfer]
     for i, comparison in enumerate(report.comparisons):
         for side in (comparison.baseline, comparison.candidate):
-            if side not in experiments:
-                raise ConfigError(
-                    f"report.comparisons[{i}]: unknown experiment {side!r}; use one of {', '.join(experiments)}"
-                )
+            if side not in runs:
+                raise ConfigError(f"report.comparisons[{i}]: unknown experiment {side!r}; use one of {', '.join(runs)}")
     runtime = parse_dataclass(RuntimeConfig, raw.get("runtime"), "runtime")
-    return Params(datasets=datasets, experiments=experiments, report=report, runtime=runtime)
+    return Params(datasets=datasets, experiments=experiments, report=report, runtime=runtime, transfer=transfer)
+
+
+def _check_transfer(
+    name: str, config: TransferConfig, datasets: dict[str, DatasetConfig], experiments: dict[str, ExperimentConfig]
+) -> None:
+    """Cross-references of one `transfer:` entry: its dataset, its backbone and the DVC source naming it."""
+    from cnnlab.models.pretrained import TORCHVISION_BACKBONES
+
+    where = f"transfer.{name}"
+    if name in experiments:
+        raise ConfigError(f"{where}: {name!r} is also an experiment; both would write models/{name}, rename one")
+    if config.dataset not in datasets:
+        raise ConfigError(f"{where}.dataset: unknown dataset {config.dataset!r}; use one of {', '.join(datasets)}")
+    if config.inputs.permute_pixels:
+        raise ConfigError(f"{where}.inputs.permute_pixels: a pretrained backbone needs the images as they are; set false")
+    backbone = config.backbone
+    if backbone.weights == "pipeline":
+        if backbone.name not in experiments:
+            raise ConfigError(f"{where}.backbone.name: with weights: pipeline, name an experiment of this pipeline "
+                              f"({', '.join(experiments)}), not {backbone.name!r}")
+        expected_source = f"models/{backbone.name}"
+    else:
+        if backbone.name not in TORCHVISION_BACKBONES:
+            raise ConfigError(f"{where}.backbone.name: {backbone.name!r} is not a torchvision backbone cnnlab knows; "
+                              f"use one of {', '.join(TORCHVISION_BACKBONES)}, or weights: pipeline with an experiment")
+        expected_source = TORCHVISION_BACKBONE_SOURCE
+    if backbone.source != expected_source:
+        raise ConfigError(f"{where}.backbone.source: {backbone.source!r} is not where this backbone comes from; "
+                          f"set it to {expected_source} (DVC tracks the backbone through it)")
+    if config.uses_feature_cache and config.head.train.augment.active:
+        raise ConfigError(f"{where}.head.train.augment: cached features cannot be augmented; "
+                          "turn augment off or set backbone.finetune_layers above 0")
+
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cnnlab.config import OptimizerConfig, RuntimeConfig, ScheduleConfig, TrainConfig
-from cnnlab.data.augment import augment, is_active
+from cnnlab.data.augment import augment
 from cnnlab.data.loader import DeviceSplit, Normalizer, batch_indices
 from cnnlab.errors import ConfigError
 
@@ -131,12 +131,12 @@ def configure_backends(runtime: Runtime) -> None:
 
 
 def make_optimizer(model: nn.Module, config: OptimizerConfig, fused: bool = True) -> torch.optim.Optimizer:
-    """`config`'s optimizer over the model's parameters.
+    """`config`'s optimizer over the model's trainable parameters (frozen ones are left out).
 
     fused: one kernel per step for all parameters instead of a few per tensor, same update
     rule; used where the parameters' device supports it. False gives torch's defaults.
     """
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
     fused = fused and _fusable(model)
     if config.name == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
@@ -324,7 +324,7 @@ def train(
     if config.schedule.name != "constant" or config.schedule.warmup_fraction:
         scheduler = make_scheduler(optimizer, config.schedule, epochs * steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    augmenting = is_active(config.augment)
+    augmenting = config.augment.active
     history: list[EpochRecord] = []
     if checkpoint is not None and checkpoint.saved is not None:
         state = checkpoint.saved

@@ -16,6 +16,10 @@ class Layout:
     def prepared(self, dataset: str) -> Path:
         return self.root / "data" / "prepared" / dataset
 
+    def features(self, transfer: str) -> Path:
+        """A frozen backbone's outputs for every image of a transfer experiment's dataset."""
+        return self.root / "data" / "features" / transfer
+
     def model_dir(self, experiment: str) -> Path:
         return self.root / "models" / experiment
 

@@ -64,10 +64,11 @@ def summarize(params: Params, metrics: Mapping[str, Mapping[str, Any]]) -> dict[
         for c in params.report.comparisons
         if c.baseline in metrics and c.candidate in metrics
     ]
+    names = [*params.experiments, *params.transfer]
     return {
-        "experiments": {name: dict(metrics[name]) for name in params.experiments if name in metrics},
+        "experiments": {name: dict(metrics[name]) for name in names if name in metrics},
         "findings": [finding.__dict__ | {"sentence": finding.sentence()} for finding in findings],
-        "missing": [name for name in params.experiments if name not in metrics],
+        "missing": [name for name in names if name not in metrics],
     }
 
 

@@ -11,12 +11,13 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from cnnlab import engine
-from cnnlab.config import InputConfig, Params, TrainConfig, parse_dataclass
+from cnnlab.config import EvaluateConfig, InputConfig, Params, TrainConfig, parse_dataclass
 from cnnlab.data.loader import DeviceSplit, Normalizer, make_normalizer, to_device
 from cnnlab.data.prepared import PreparedData, load_prepared, load_tensor_file
 from cnnlab.io import directory_digest, read_json, replaced_atomically, write_json
@@ -183,6 +184,28 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, 
         "final_train_accuracy": train_info["final_train_accuracy"],
         "per_class_accuracy": dict(zip(class_names, evaluation.per_class_accuracy)),
     }
+    regions = None
+    if not prepared.meta.is_image and prepared.meta.input_shape == (2,):
+        def regions(out: Path) -> None:
+            plots.decision_regions_png(model, normalize, prepared.test_inputs, prepared.test_targets,
+                                       f"{name}: decision regions", out / "decision_regions.png")
+    publish_evaluation(layout, f"evaluate@{name}", name, spec.study, train_info.get("run_id"), evaluation, prepared,
+                       config, metrics, regions)
+    return metrics
+
+
+def publish_evaluation(
+    layout: Layout, stage: str, name: str, study: str, run_id: str | None, evaluation: engine.Evaluation,
+    prepared: PreparedData, config: EvaluateConfig, metrics: dict[str, Any],
+    draw_more: Callable[[Path], None] | None = None,
+) -> None:
+    """An evaluation's files (metrics, DVC confusion records, figures) and their MLflow record, in run `run_id`.
+
+    `draw_more` adds figures of its own to the figures directory before it is published.
+    """
+    from cnnlab import plots
+
+    class_names = prepared.meta.class_names
     figures = layout.figures(name)
     with replaced_atomically(figures) as tmp_figures:
         tmp_figures.mkdir(parents=True)
@@ -190,17 +213,17 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, 
                             tmp_figures / "confusion.png")
         if prepared.meta.is_image and config.grid_images:
             _image_grids(prepared, evaluation, config.grid_images, name, tmp_figures)
-        if not prepared.meta.is_image and prepared.meta.input_shape == (2,):
-            plots.decision_regions_png(model, normalize, prepared.test_inputs, prepared.test_targets,
-                                       f"{name}: decision regions", tmp_figures / "decision_regions.png")
+        if draw_more is not None:
+            draw_more(tmp_figures)
     write_json(layout.confusion_records(name), confusion_records(evaluation.targets, evaluation.predictions, class_names))
     write_json(layout.metrics(name), metrics)
 
-    tracker = open_run(spec.study, run_name=name, continue_run_id=train_info.get("run_id"))
+    tracker = open_run(study, run_name=name, continue_run_id=run_id)
     succeeded = False
     try:
-        tracker.set_tags({"dvc.evaluate_stage": f"evaluate@{name}"})
-        numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epochs"}
+        tracker.set_tags({"dvc.evaluate_stage": stage})
+        numeric = {k: v for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epochs"}
         tracker.log_metrics({**numeric, **{f"test_accuracy.{c}": a for c, a in metrics["per_class_accuracy"].items()}})
         for figure in sorted(Path(figures).glob("*.png")):
             tracker.log_artifact(figure, "figures")
@@ -208,24 +231,26 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, 
         succeeded = True
     finally:
         tracker.close(succeeded)
-    return metrics
 
 
 def _image_grids(prepared: PreparedData, evaluation: engine.Evaluation, count: int, name: str, out: Path) -> None:
-    """The first test images, and the most confident mistakes, with true and predicted labels.
+    """The first test images, the first correctly classified ones and the most confident mistakes,
+    with true and predicted labels.
 
     Images are shown as stored (before any pixel permutation), so a person can read them.
     """
     from cnnlab import plots
 
     names = prepared.meta.class_names
-    first = torch.arange(min(count, len(evaluation.targets)))
-    wrong = (evaluation.predictions != evaluation.targets).nonzero().flatten()
-    confident_wrong = wrong[evaluation.confidences[wrong].argsort(descending=True)][:count]
-    for indices, file, title in (
-        (first, "test_images.png", f"{name}: first test images"),
-        (confident_wrong, "confident_mistakes.png", f"{name}: most confident mistakes"),
-    ):
+    right = evaluation.predictions == evaluation.targets
+    wrong = (~right).nonzero().flatten()
+    grids = (
+        (torch.arange(min(count, len(evaluation.targets))), "test_images.png", f"{name}: first test images"),
+        (right.nonzero().flatten()[:count], "correct.png", f"{name}: first correctly classified"),
+        (wrong[evaluation.confidences[wrong].argsort(descending=True)][:count], "confident_mistakes.png",
+         f"{name}: most confident mistakes"),
+    )
+    for indices, file, title in grids:
         captions = [
             f"true {names[evaluation.targets[i]]}\npred {names[evaluation.predictions[i]]}"
             + (f" ({evaluation.confidences[i]:.0%})" if file == "confident_mistakes.png" else "")

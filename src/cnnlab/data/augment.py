@@ -40,7 +40,3 @@ def augment(images: torch.Tensor, config: AugmentConfig, generator: torch.Genera
     if config.flip:
         images = random_flip(images, generator)
     return images
-
-
-def is_active(config: AugmentConfig) -> bool:
-    return bool(config.crop_padding or config.flip)

@@ -70,8 +70,14 @@ def pixel_permutation(height: int, width: int, seed: int) -> torch.Tensor:
     return torch.randperm(height * width, generator=torch.Generator().manual_seed(seed))
 
 
-def write_prepared(name: str, kind: str, splits: Splits, out_dir: Path, permutation_seed: int | None) -> DatasetMeta:
-    """Write the prepare stage's outputs into `out_dir` all at once or not at all."""
+def write_prepared(
+    name: str, kind: str, splits: Splits, out_dir: Path, permutation_seed: int | None,
+    extra_json: dict[str, Any] | None = None,
+) -> DatasetMeta:
+    """Write the prepare stage's outputs into `out_dir` all at once or not at all.
+
+    `extra_json` maps more file names to contents written beside them (e.g. what made the data).
+    """
     mean, std = channel_stats(splits.train_inputs)
     meta = DatasetMeta(
         name=name, kind=kind, class_names=splits.class_names,
@@ -88,6 +94,8 @@ def write_prepared(name: str, kind: str, splits: Splits, out_dir: Path, permutat
             height, width = meta.input_shape[-2:]
             torch.save({"pixels": pixel_permutation(height, width, permutation_seed)}, tmp / "permutation.pt")
         (tmp / "meta.json").write_text(json.dumps(meta.__dict__, indent=2) + "\n")
+        for file_name, content in (extra_json or {}).items():
+            (tmp / file_name).write_text(json.dumps(content, indent=2) + "\n")
     return meta
 
 

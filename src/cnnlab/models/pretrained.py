@@ -69,7 +69,8 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_weights(path: Path, url: str) -> None:
+def verify_weights(path: Path, url: str) -> str:
+    """The file's SHA-256, after checking it starts with the prefix torchvision publishes for `url`."""
     expected = published_hash_prefix(url)
     actual = sha256_of(path)
     if not actual.startswith(expected):
@@ -77,10 +78,12 @@ def verify_weights(path: Path, url: str) -> None:
             f"{path}: SHA-256 {actual[:16]}... does not start with {expected}, the hash torchvision publishes for "
             f"{url.rsplit('/', 1)[-1]}; delete it and download it again from {url}"
         )
+    return actual
 
 
-def locate_imagenet_weights(name: str, weights_file: str = "") -> Path:
-    """The verified local file of `name`'s ImageNet weights, downloading it into torch.hub's cache if possible.
+def locate_imagenet_weights(name: str, weights_file: str = "") -> tuple[Path, str]:
+    """The verified local file of `name`'s ImageNet weights and its SHA-256, downloaded into torch.hub's cache
+    if it is not there and the network allows.
 
     Raises a one-line error naming the expected file and where to put it when
     there is none and no network; called before any other work of a stage.
@@ -91,13 +94,11 @@ def locate_imagenet_weights(name: str, weights_file: str = "") -> Path:
         if not path.is_file():
             raise ConfigError(f"backbone.weights_file: {path} does not exist; put {url.rsplit('/', 1)[-1]} "
                               f"(from {url}) there, or clear weights_file to use torch.hub's cache")
-        verify_weights(path, url)
-        return path
+        return path, verify_weights(path, url)
     path = cached_weights_path(url)
     if not path.is_file():
         _download(url, path)
-    verify_weights(path, url)
-    return path
+    return path, verify_weights(path, url)
 
 
 def _download(url: str, path: Path) -> None:
@@ -117,25 +118,30 @@ def _download(url: str, path: Path) -> None:
         socket.setdefaulttimeout(previous)
 
 
-def torchvision_backbone(name: str, weights_path: Path | None) -> nn.Module:
-    """`name` with its last classifier layer replaced by Identity; ImageNet weights if a path is given."""
-    import torchvision.models
-
-    spec = TORCHVISION_BACKBONES[name]
-    model = getattr(torchvision.models, spec.builder)(weights=None)
-    if weights_path is not None:
-        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-    _replace(model, spec.feature_layer, nn.Identity())
-    return model
-
-
-def imagenet_classifier(name: str, weights_path: Path) -> nn.Module:
-    """The untouched ImageNet model, for the course's look at its top-5 predictions."""
+def torchvision_model(name: str, weights_path: Path | None) -> nn.Module:
+    """torchvision's `name` whole, with the ImageNet state dict at `weights_path`, or as initialised."""
     import torchvision.models
 
     model = getattr(torchvision.models, TORCHVISION_BACKBONES[name].builder)(weights=None)
-    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    if weights_path is not None:
+        model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     return model
+
+
+def torchvision_backbone(name: str, weights_path: Path | None) -> tuple[nn.Module, nn.Module]:
+    """`name` with its last classifier layer replaced by Identity, and that layer (for ImageNet predictions)."""
+    model = torchvision_model(name, weights_path)
+    spec = TORCHVISION_BACKBONES[name]
+    last = model.get_submodule(spec.feature_layer)
+    _replace(model, spec.feature_layer, nn.Identity())
+    return model, last
+
+
+def imagenet_top_classes(logits: torch.Tensor, categories: list[str], k: int = 5) -> list[list[tuple[str, float]]]:
+    """Per row of ImageNet logits, the k most probable class names with their softmax probability."""
+    probabilities, indices = logits.float().softmax(dim=1).topk(k, dim=1)
+    return [[(categories[i], p) for i, p in zip(row_i.tolist(), row_p.tolist())]
+            for row_i, row_p in zip(indices, probabilities)]
 
 
 def headless(model: nn.Module) -> tuple[nn.Module, int]:

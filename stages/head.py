@@ -1,0 +1,24 @@
+"""Stage head@TRANSFER: train the new last layer on the cached features (or fine-tune from images)."""
+
+import argparse
+
+from cnnlab.config import load_params
+from cnnlab.errors import exits_cleanly
+from cnnlab.paths import Layout
+from cnnlab.transfer import train_head
+
+
+@exits_cleanly
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("transfer", help="a key of `transfer:` in params.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+
+    info = train_head(load_params(args.params), args.transfer, Layout())
+    print(f"{args.transfer}: head trained ({info['mode']}) on {info['device']} in {info['train_seconds']:.2f} s, "
+          f"{info['trainable_param_count']:,} trainable parameters, MLflow run {info['run_id']}")
+
+
+if __name__ == "__main__":
+    main()
