@@ -159,3 +159,45 @@ def test_bf16_matches_fp32_accuracy_of_the_course_cnn_on_real_mnist():
     means = {p: statistics.mean(a) for p, a in accuracy.items()}
     print({p: [f"{a:.4f}" for a in accs] for p, accs in accuracy.items()}, means)
     assert means["fp32"] > 0.9 and abs(means["bf16"] - means["fp32"]) < 0.005, accuracy
+
+
+def test_an_epoch_on_cached_features_against_the_course_loop_through_vgg16(tmp_path):
+    """The course's loop pushes every training photo through the frozen VGG16 each epoch; on cached
+    features an epoch is the head alone. Same 400 real photos at 224x224, same runtime, one process."""
+    import dataclasses
+
+    import torch
+
+    from cnnlab import engine
+    from cnnlab.config import NormalizeConstants, OptimizerConfig, RuntimeConfig, TrainConfig
+    from cnnlab.data.imagefolder import ImageFolderPrepare, ImageFolderSource, read
+    from cnnlab.data.loader import DeviceSplit, make_normalizer
+    from cnnlab.data.prepared import load_prepared, write_prepared
+    from cnnlab.models import pretrained
+    from cnnlab.transfer import TransferModel, backbone_features, new_head
+
+    if not (SHARED_DATA / "catsdogs").is_dir():
+        pytest.skip("no ../shared/data/catsdogs on this machine")
+    splits = read(ImageFolderSource(), ImageFolderPrepare(resize=0, crop=224), SHARED_DATA / "catsdogs")
+    write_prepared("catsdogs", "imagefolder", splits, tmp_path / "catsdogs", None)
+    data = load_prepared(tmp_path / "catsdogs")
+    cpu = torch.device("cpu")
+    normalize = make_normalizer(data.meta, NormalizeConstants((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), cpu)
+    config = TrainConfig(optimizer=OptimizerConfig(lr=1e-3), epochs=1, batch_size=64, seed=0)
+    torch.manual_seed(0)
+    backbone, _ = pretrained.torchvision_backbone("vgg16", None)
+    runtime = engine.resolve_runtime(RuntimeConfig(), cpu, 15_466_168_320)  # VGG16's MACs at 224x224
+    images = DeviceSplit(data.train_inputs, data.train_targets)
+
+    through = engine.train(TransferModel(backbone, new_head(4096, 2, 0.5), None, 0), images, normalize, config,
+                           runtime, progress=False).train_seconds
+    started = time.perf_counter()
+    features = backbone_features(backbone, data.train_inputs, normalize, None, runtime)
+    extract = time.perf_counter() - started
+    identity = make_normalizer(dataclasses.replace(data.meta, is_image=False, input_shape=(4096,)), "none", cpu)
+    cached = engine.train(new_head(4096, 2, 0.5), DeviceSplit(features, data.train_targets), identity, config,
+                          engine.Runtime(cpu, "fp32", False), progress=False).train_seconds
+    print(f"{runtime.precision}: an epoch through the frozen VGG16 {through:.1f} s; features of the same "
+          f"{len(images)} photos once {extract:.1f} s; an epoch of the head on them {cached * 1000:.1f} ms "
+          f"({through / cached:,.0f}x less)")
+    assert cached * 50 < through
