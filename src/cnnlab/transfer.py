@@ -274,21 +274,19 @@ def train_head(params: Params, name: str, layout: Layout) -> dict[str, Any]:
     config = params.transfer_experiment(name)
     record = load_record(layout, name)
     device = engine.select_device()
-    prepared = load_prepared(layout.prepared(config.dataset))
-    num_classes = prepared.meta.num_classes
+    cached = record.config.finetune_layers == 0
+    data = load_prepared(layout.features(name) if cached else layout.prepared(config.dataset))
     torch.manual_seed(config.head.train.seed)
-    head = new_head(record.feature_dim, num_classes, config.head.dropout)
-    if record.config.finetune_layers == 0:
+    head = new_head(record.feature_dim, data.meta.num_classes, config.head.dropout)
+    train_split, _ = to_device(data, device, permute=False)
+    if cached:
         model: nn.Module = head
-        features = load_prepared(layout.features(name))
-        train_split, _ = to_device(features, device, permute=False)
-        normalize = make_normalizer(features.meta, "none", device)
+        normalize = make_normalizer(data.meta, "none", device)
         macs, mode = count_macs(head, (record.feature_dim,)), "cached features"
     else:
         loaded = load_backbone(record.config, layout)
         model = TransferModel(loaded.module, head, loaded.input_shape, record.config.finetune_layers)
-        train_split, _ = to_device(prepared, device, permute=False)
-        normalize = make_normalizer(prepared.meta, record.inputs.normalize, device)
+        normalize = make_normalizer(data.meta, record.inputs.normalize, device)
         macs = record.macs_per_image + count_macs(head, (record.feature_dim,))
         mode = f"fine-tuning the last {record.config.finetune_layers} backbone layers from images"
     runtime = engine.resolve_runtime(params.runtime, device, macs)
