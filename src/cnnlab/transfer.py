@@ -38,7 +38,7 @@ from cnnlab.models.complexity import count_macs
 from cnnlab.models.pretrained import headless, imagenet_top_classes, locate_imagenet_weights, torchvision_backbone, weights_of
 from cnnlab.paths import Layout
 from cnnlab.tracking import environment_tags, git_state, open_run
-from cnnlab.workflow import CHECKPOINT, TRAIN_INFO, ModelSpec, load_trained, publish_evaluation
+from cnnlab.workflow import CHECKPOINT, TRAIN_INFO, ModelSpec, load_trained, log_epoch, publish_evaluation
 
 BACKBONE_RECORD = "backbone.json"
 FEATURE_BATCH = 64  # images per backbone forward pass: memory, not results
@@ -309,9 +309,7 @@ def train_head(params: Params, name: str, layout: Layout) -> dict[str, Any]:
     succeeded = False
     try:
         result = engine.train(model, train_split, normalize, config.head.train, runtime, checkpoint=checkpoint,
-                              on_epoch=lambda r: tracker.log_metrics(
-                                  {"train_loss": r.train_loss, "train_accuracy": r.train_accuracy,
-                                   "train_images_per_second": r.images_per_second}, step=r.epoch))
+                              on_epoch=lambda r: log_epoch(tracker, r, flush=checkpoint.due()))
         model = model.to(memory_format=torch.contiguous_format)
         info = {
             "run_id": tracker.run_id, "device": engine.describe_device(device), "precision": runtime.precision,

@@ -101,7 +101,7 @@ def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any
     try:
         result = engine.train(
             model, train_split, normalize, config.train, runtime, checkpoint=checkpoint,
-            on_epoch=lambda r: _log_epoch(tracker, r, flush=checkpoint.due()),
+            on_epoch=lambda r: log_epoch(tracker, r, flush=checkpoint.due()),
         )
         model = model.to(memory_format=torch.contiguous_format)  # saved and served in the default layout
         info = {
@@ -126,7 +126,7 @@ def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any
         tracker.close(succeeded)
 
 
-def _log_epoch(tracker: Tracker, record: engine.EpochRecord, flush: bool) -> None:
+def log_epoch(tracker: Tracker, record: engine.EpochRecord, flush: bool) -> None:
     tracker.log_metrics({"train_loss": record.train_loss, "train_accuracy": record.train_accuracy,
                          "train_images_per_second": record.images_per_second}, step=record.epoch)
     if flush:  # a checkpoint follows: the run it resumes must already hold these metrics
