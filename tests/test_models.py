@@ -1,7 +1,11 @@
 import pytest
 import torch
 
+from cnnlab.config import Params, load_params
 from cnnlab.models import build_model, count_parameters, model_names
+from conftest import REPO
+
+PARAMS = load_params(REPO / "params.yaml")
 
 
 @pytest.mark.parametrize(
@@ -41,3 +45,21 @@ def test_registry_lists_every_model():
         "vgg_course",
         "zfnet",
     ]
+
+
+def _prepared_shape(params: Params, dataset: str) -> tuple[int, ...]:
+    """The input shape the prepare stage writes for `dataset` (pinned by the data tests)."""
+    config = params.dataset(dataset)
+    if config.kind == "imagefolder":
+        return (3, config.prepare.crop, config.prepare.crop)
+    return {"spiral": (2,), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}[config.kind]
+
+
+# The pipeline test trains only some of these through DVC; this builds every one params.yaml declares.
+@pytest.mark.parametrize("name", sorted(PARAMS.experiments))
+def test_every_experiment_in_params_builds_its_model_for_its_data(name):
+    experiment = PARAMS.experiment(name)
+    shape = _prepared_shape(PARAMS, experiment.dataset)
+    model = build_model(experiment.model, shape, 7, **experiment.model_args).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, *shape)).shape == (2, 7)

@@ -20,7 +20,6 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms.v2 import functional as TF
 
 from cnnlab.data.registry import DatasetKind, PrepareOptions, Splits
 from cnnlab.data.sources import MIRROR_ENV, mirror_from_env
@@ -131,6 +130,10 @@ def decode(path: Path, options: ImageFolderPrepare) -> torch.Tensor:
         reason = (str(error).splitlines() or [type(error).__name__])[0][:80]
         raise DataError(f"{path}: cannot be decoded as an image ({reason}); "
                         f"remove or replace it, or set prepare.on_bad_file: skip") from None
+    # Imported here: importing torchvision costs every stage seconds (it loads torch._dynamo), and
+    # only the prepare stage of an image folder needs it.
+    from torchvision.transforms.v2 import functional as TF
+
     image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)
     if options.resize:
         image = TF.resize(image, [options.resize], antialias=True)
