@@ -27,8 +27,10 @@ DEMO_STAGES := $(foreach e,spiral_linear spiral_mlp mnist_fc mnist_cnn mnist_fc_
 demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run -S datasets.mnist.acquire.source=synthetic $(DEMO_STAGES)
 
+# One worker per core; --dist loadfile keeps a file's tests together, so each module-scoped
+# DVC project (test_pipeline, test_transfer) is built once.
 test: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # Real-data checks outside CI (real MNIST through ../shared/data as the mirror).
 test-slow: setup
