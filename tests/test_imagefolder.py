@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from cnnlab.data import imagefolder
 from cnnlab.data.imagefolder import ImageFolderPrepare, ImageFolderSource
 from cnnlab.errors import DataError
-from conftest import SHARED_DATA, write_image_folder
+from conftest import REPO, SHARED_DATA, write_image_folder
 
 
 def test_folder_without_splits_is_split_by_seeded_fraction(tmp_path):
@@ -77,3 +79,12 @@ def test_real_cats_and_dogs_folder(tmp_path):
     assert splits.class_names == ("cats", "dogs")
     assert splits.train_inputs.shape == (400, 3, 32, 32) and splits.test_inputs.shape == (200, 3, 32, 32)
     assert splits.train_targets.bincount().tolist() == [200, 200]
+
+
+def test_stages_load_params_without_importing_torchvision():
+    # Every stage parses params.yaml, which registers this reader; torchvision (and the
+    # torch._dynamo it loads) would add seconds to each stage that never decodes an image.
+    code = ("import sys; from cnnlab.config import load_params; import cnnlab.workflow; "
+            f"load_params({str(REPO / 'params.yaml')!r}); print(sorted(m for m in sys.modules if m.startswith('torchvision')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
