@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from cnnlab.bench import DATASET_SHAPES
 from cnnlab.config import Params, load_params
 from cnnlab.models import build_model, count_parameters, model_names
 from conftest import REPO
@@ -48,11 +49,11 @@ def test_registry_lists_every_model():
 
 
 def _prepared_shape(params: Params, dataset: str) -> tuple[int, ...]:
-    """The input shape the prepare stage writes for `dataset` (pinned by the data tests)."""
+    """The input shape the prepare stage writes for `dataset`."""
     config = params.dataset(dataset)
     if config.kind == "imagefolder":
         return (3, config.prepare.crop, config.prepare.crop)
-    return {"spiral": (2,), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}[config.kind]
+    return {**DATASET_SHAPES, "spiral": (2,)}[config.kind]
 
 
 # The pipeline test trains only some of these through DVC; this builds every one params.yaml declares.
