@@ -15,8 +15,10 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    metrics = evaluate_experiment(load_params(args.params), args.experiment, Layout())
-    print(f"{args.experiment}: test accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}")
+    evaluated = evaluate_experiment(load_params(args.params), args.experiment, Layout())
+    metrics, timings = evaluated.metrics, evaluated.timings
+    print(f"{args.experiment}: test accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}, "
+          f"{timings['inference_ms_per_image']:.2f} ms per image, MLflow run {evaluated.run_id}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    metrics = evaluate_head(load_params(args.params), args.transfer, Layout())
+    metrics = evaluate_head(load_params(args.params), args.transfer, Layout()).metrics
     print(f"{args.transfer}: test accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}")
 
 

@@ -15,11 +15,12 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    record = compute_features(load_params(args.params), args.transfer, Layout())
+    record, timings = compute_features(load_params(args.params), args.transfer, Layout())
     backbone = f"{record.config.name} ({record.config.weights} weights, {record.precision})"
     if record.images:
-        print(f"{args.transfer}: {backbone} features of {record.images} images in {record.seconds:.1f} s "
-              f"({record.images / record.seconds:,.1f} images/s), {record.feature_dim} per image")
+        print(f"{args.transfer}: {backbone} features of {record.images} images in {timings.seconds:.1f} s "
+              f"({record.images / timings.seconds:,.1f} images/s, {timings.latency_ms:.1f} ms for one image), "
+              f"{record.feature_dim} per image")
     else:
         print(f"{args.transfer}: {backbone}; fine-tuning {record.config.finetune_layers} layers, so no feature cache")
     for row in record.imagenet_preview:

@@ -15,9 +15,10 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    info = train_head(load_params(args.params), args.transfer, Layout())
-    print(f"{args.transfer}: head trained ({info['mode']}) on {info['device']} in {info['train_seconds']:.2f} s, "
-          f"{info['trainable_param_count']:,} trainable parameters, MLflow run {info['run_id']}")
+    trained = train_head(load_params(args.params), args.transfer, Layout())
+    info = trained.info
+    print(f"{args.transfer}: head trained ({info['mode']}) on {info['device']} in {trained.train_seconds:.2f} s, "
+          f"{info['trainable_param_count']:,} trainable parameters, MLflow run {trained.run_id}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from cnnlab.config import load_params
 from cnnlab.errors import exits_cleanly
 from cnnlab.io import read_json, replaced_atomically, write_json
 from cnnlab.paths import Layout
-from cnnlab.report import figures, markdown, summarize
+from cnnlab.report import execution_facts, figures, markdown, summarize
 
 
 @exits_cleanly
@@ -17,7 +17,7 @@ def main() -> None:
 
     params, layout = load_params(args.params), Layout()
     metrics = {path.stem: read_json(path) for path in sorted(layout.metrics_dir.glob("*.json"))}
-    summary = summarize(params, metrics)
+    summary = summarize(params, metrics, execution_facts(metrics))
     write_json(layout.summary_json, summary)
     with replaced_atomically(layout.summary_markdown) as tmp:
         tmp.write_text(markdown(summary))

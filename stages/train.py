@@ -15,9 +15,9 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    info = train_experiment(load_params(args.params), args.experiment, Layout())
-    print(f"{args.experiment}: trained on {info['device']} in {info['train_seconds']:.1f} s "
-          f"({info['train_images_per_second']:,.0f} images/s), MLflow run {info['run_id']}")
+    trained = train_experiment(load_params(args.params), args.experiment, Layout())
+    print(f"{args.experiment}: trained on {trained.info['device']} in {trained.train_seconds:.1f} s "
+          f"({trained.images_per_second:,.0f} images/s), model md5 {trained.model_md5}, MLflow run {trained.run_id}")
 
 
 if __name__ == "__main__":

@@ -4,19 +4,61 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cnnlab import sandbox
 from cnnlab.sandbox import set_in, smoke_profile, write_image_folder  # noqa: F401  (tests import these from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _share_the_cores() -> None:
+    """Give each pytest-xdist worker, and the DVC stages it starts, its share of the cores.
+
+    torch starts as many OpenMP threads as there are cores in every process; with a worker per core,
+    each running torch in-process or in stage subprocesses, the threads outnumber the cores and
+    spin-wait on each other (training then runs many times slower).
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, threads)  # read by torch at import, here and in every subprocess
+
+
+_share_the_cores()
+
+
+# Test modules that build DVC projects, longest first: pytest-xdist hands out whole files (--dist loadfile)
+# in collection order, so starting the longest ones first keeps both workers busy to the end.
+LONGEST_FIRST = ("test_pipeline.py", "test_transfer.py", "test_resume_stage.py", "test_experiments.py", "test_team.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+def committed_params() -> dict[str, Any]:
+    """A fresh copy of params.yaml as git's index holds it: tests never see a user's uncommitted edits
+    (a hand edit, or what `dvc exp run` left in the working tree)."""
+    return sandbox.committed_params(REPO)
+
+
+def committed_params_file(directory: Path) -> Path:
+    """committed_params() written to `directory`/params.yaml, for code that reads a file."""
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(committed_params(), sort_keys=False))
+    return path
 
 
 def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -32,7 +74,7 @@ def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=cwd, env=env or run_env(), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(args, cwd=cwd, env=env or run_env(), capture_output=True, text=True)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
@@ -59,6 +101,44 @@ def synthetic_params(params: dict[str, Any], image_folder: Path | None = None) -
 def copy_project(root: Path, edit: Callable[[dict[str, Any]], Any] | None = None) -> Path:
     """Copy this repository's project into `root` as a fresh git repository."""
     return sandbox.copy_project(REPO, root, edit)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """An S3-compatible object store on 127.0.0.1 (moto's server, which DVC's own S3 tests use), with a bucket.
+
+    Yields the DVC remote URL, the endpoint, and the environment a DVC client needs for its credentials.
+    """
+    import boto3
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("s3") / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT)
+    credentials = {"AWS_ACCESS_KEY_ID": "cnnlab", "AWS_SECRET_ACCESS_KEY": "cnnlab-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"])
+        for _ in range(600):  # the server is up when it answers; it exits only on a bug (then the log says why)
+            try:
+                client.create_bucket(Bucket="cnnlab-team")
+                break
+            except Exception:
+                assert server.poll() is None, log.read_text()
+                time.sleep(0.1)
+        yield {"url": "s3://cnnlab-team/dvcstore", "endpoint": endpoint, "env": credentials, "client": client}
+    finally:
+        server.terminate()
+        server.wait()
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ from cnnlab.data.registry import PrepareOptions
 from cnnlab.data.sources import fetch_files
 from cnnlab.data.synthetic import SourceOptions
 from cnnlab.errors import ConfigError, DataError
-from conftest import REPO, SHARED_DATA, run, run_env
+from conftest import SHARED_DATA, committed_params, run, run_env
 
 
 def base_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return committed_params()
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from cnnlab import bench
-from cnnlab.config import AugmentConfig, load_params
-from conftest import REPO
+from cnnlab.config import AugmentConfig, parse_params
+from conftest import committed_params, committed_params_file
 
 
 @pytest.mark.parametrize("name", bench.WORKLOADS)
 def test_engine_and_reference_loop_compute_the_same_loss_on_the_same_batch(name):
-    workload = bench.workload_from_params(load_params(REPO / "params.yaml"), name, steps=1)
+    workload = bench.workload_from_params(parse_params(committed_params()), name, steps=1)
     # Random crops would differ between the two; the comparison is of everything else.
     workload = replace(workload, train=replace(workload.train, augment=AugmentConfig()))
     images, targets = bench.generated_images(workload, 8)
@@ -33,7 +33,7 @@ def test_engine_and_reference_loop_compute_the_same_loss_on_the_same_batch(name)
 
 
 def test_course_transform_follows_the_experiments_augmentation():
-    params = load_params(REPO / "params.yaml")
+    params = parse_params(committed_params())
     names = [type(t).__name__ for t in bench.course_transform(bench.workload_from_params(params, "cifar_vgg", 1)).transforms]
     assert names == ["RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
     names = [type(t).__name__ for t in bench.course_transform(bench.workload_from_params(params, "mnist_cnn", 1)).transforms]
@@ -42,7 +42,7 @@ def test_course_transform_follows_the_experiments_augmentation():
 
 def test_bench_cli_times_both_loops_and_writes_its_table(tmp_path):
     out = tmp_path / "bench"
-    bench.main(["--params", str(REPO / "params.yaml"), "--workloads", "mnist_fc", "--steps-scale", "0.05",
+    bench.main(["--params", str(committed_params_file(tmp_path)), "--workloads", "mnist_fc", "--steps-scale", "0.05",
                 "--workers", "0", "--repeats", "1", "--no-pipeline", "--no-tracking", "--out", str(out)])
     report = json.loads(out.with_suffix(".json").read_text())
     (row,) = report["workloads"]

@@ -24,7 +24,7 @@ def spiral_splits(points: int = 1000):
 
 
 def meta(shape, is_image, mean=(0.0,), std=(1.0,), course=None) -> DatasetMeta:
-    return DatasetMeta("t", "t", tuple("abc"), shape, is_image, mean, std, course, course and (0.3081,), {})
+    return DatasetMeta("t", "t", tuple("abc"), shape, is_image, mean, std, course, course and (0.3081,), {}, "synthetic")
 
 
 def train_spiral(model_name: str, optimizer: OptimizerConfig, seed: int = 0, epochs: int = 1000):

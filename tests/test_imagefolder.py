@@ -12,7 +12,7 @@ import torch
 from cnnlab.data import imagefolder
 from cnnlab.data.imagefolder import ImageFolderPrepare, ImageFolderSource
 from cnnlab.errors import DataError
-from conftest import REPO, SHARED_DATA, write_image_folder
+from conftest import SHARED_DATA, committed_params_file, write_image_folder
 
 
 def test_folder_without_splits_is_split_by_seeded_fraction(tmp_path):
@@ -81,10 +81,10 @@ def test_real_cats_and_dogs_folder(tmp_path):
     assert splits.train_targets.bincount().tolist() == [200, 200]
 
 
-def test_stages_load_params_without_importing_torchvision():
+def test_stages_load_params_without_importing_torchvision(tmp_path):
     # Every stage parses params.yaml, which registers this reader; torchvision (and the
     # torch._dynamo it loads) would add seconds to each stage that never decodes an image.
     code = ("import sys; from cnnlab.config import load_params; import cnnlab.workflow; "
-            f"load_params({str(REPO / 'params.yaml')!r}); print(sorted(m for m in sys.modules if m.startswith('torchvision')))")
+            f"load_params({str(committed_params_file(tmp_path))!r}); print(sorted(m for m in sys.modules if m.startswith('torchvision')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from cnnlab.bench import DATASET_SHAPES
-from cnnlab.config import Params, load_params
+from cnnlab.config import Params, parse_params
 from cnnlab.models import build_model, count_parameters, model_names
-from conftest import REPO
+from conftest import committed_params
 
-PARAMS = load_params(REPO / "params.yaml")
+PARAMS = parse_params(committed_params())
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from conftest import copy_project, run, synthetic_params, write_image_folder
+from conftest import copy_project, run, run_env, synthetic_params, write_image_folder
 
 # Each zoo model trains in test_zoo and each experiment in params.yaml builds in test_models; through DVC,
 # two zoo entries show the family's stages and comparison figure, and vgg16_bn is a transfer backbone.
@@ -19,6 +19,11 @@ EXPERIMENTS = (
 )
 DATASETS = ("spiral", "mnist", "cifar10", "catsdogs", "shapes")
 TRANSFER = ("catsdogs_vgg16", "catsdogs_cifar_vgg16_bn")
+# Forced to run again with unchanged inputs, and with tracking off: generated and decoded data, the pixel
+# permutation, bf16 autocast (on CPUs with avx512_bf16), augmentation, batch norm, a head on cached
+# features, every kind of figure but the spiral's.
+FORCED = ("prepare@mnist", "prepare@shapes", "train@mnist_cnn_perm", "evaluate@mnist_cnn_perm", "train@cifar_vgg",
+          "evaluate@cifar_vgg", "head@catsdogs_vgg16", "evaluate_head@catsdogs_vgg16")
 
 
 def stages_run(output: str) -> set[str]:
@@ -39,11 +44,15 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = copy_project(base / "project", lambda params: _only_some_of_the_zoo(synthetic_params(params, folder)))
     first = run(["dvc", "repro"], root)
     second = run(["dvc", "repro"], root)
+    first_lock = yaml.safe_load((root / "dvc.lock").read_text())
+    forced = run(["dvc", "repro", "--force", "--single-item", *FORCED], root, run_env({"CNNLAB_TRACKING": "off"}))
+    forced_lock = yaml.safe_load((root / "dvc.lock").read_text())
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["experiments"]["mnist_cnn"]["train"]["optimizer"]["lr"] = 0.02
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     after_lr_change = run(["dvc", "repro"], root)
-    return {"root": root, "first": first.stdout, "second": second.stdout, "after_lr_change": after_lr_change.stdout}
+    return {"root": root, "first": first.stdout, "second": second.stdout, "after_lr_change": after_lr_change.stdout,
+            "forced": forced.stdout, "first_lock": first_lock, "forced_lock": forced_lock}
 
 
 def test_first_repro_builds_every_stage(built):
@@ -54,9 +63,10 @@ def test_first_repro_builds_every_stage(built):
     root = built["root"]
     for experiment in EXPERIMENTS:
         metrics = json.loads((root / "metrics" / f"{experiment}.json").read_text())
-        for key in ("test_accuracy", "test_loss", "param_count", "train_seconds", "train_images_per_second", "device",
-                    "macs_per_image", "inference_ms_per_image"):
+        for key in ("test_accuracy", "test_loss", "param_count", "device", "macs_per_image", "model_md5"):
             assert key in metrics, (experiment, key)
+        assert metrics["data_origin"] == ("folder" if experiment == "shapes_lenet" else
+                                          "generated" if experiment.startswith("spiral") else "synthetic")
         assert 0.0 <= metrics["test_accuracy"] <= 1.0
         assert metrics["device"] == "cpu"
         assert (root / "reports" / experiment / "figures" / "confusion.png").stat().st_size > 1000
@@ -66,11 +76,36 @@ def test_first_repro_builds_every_stage(built):
             assert (root / "reports" / experiment / "figures" / grid).stat().st_size > 1000, (experiment, grid)
     summary = json.loads((root / "reports" / "summary.json").read_text())
     assert set(summary["experiments"]) == set(EXPERIMENTS) | set(TRANSFER)
+    for experiment in EXPERIMENTS:  # timings are facts of the execution: the report reads them from MLflow
+        facts = summary["experiments"][experiment]
+        assert facts["train_seconds"] > 0 and facts["train_images_per_second"] > 0, experiment
+        assert facts["inference_ms_per_image"] > 0 and len(facts["run_id"]) == 32, experiment
+    assert summary["synthetic_data"] == ["cifar10", "mnist"]
     assert len(summary["findings"]) == 5
     figures = sorted(p.name for p in (root / "reports" / "figures").iterdir())
     assert figures == [f"{study}_accuracy_vs_{axis}.png" for study in ("catsdogs", "cifar10", "cifar10_zoo", "mnist", "spiral")
                        for axis in ("params", "throughput")], "one pair per study of two or more experiments"
-    assert "| mnist_cnn |" in (root / "reports" / "summary.md").read_text()
+    markdown = (root / "reports" / "summary.md").read_text()
+    assert "| mnist_cnn | mnist | mnist (synthetic) |" in markdown and "**Generated data**: cifar10, mnist" in markdown
+
+
+def test_outputs_hash_the_same_when_forced_to_run_again(built):
+    """Nothing per-execution (timings, run ids, dates) leaks into what DVC caches: same inputs, same bytes,
+    with or without MLflow."""
+    assert stages_run(built["forced"]) == set(FORCED)
+    first, forced = built["first_lock"]["stages"], built["forced_lock"]["stages"]
+    for stage in FORCED:
+        assert first[stage]["outs"] == forced[stage]["outs"], stage
+        assert all(out.get("md5") for out in first[stage]["outs"]), stage
+
+
+def test_every_stage_output_but_the_report_is_cached_so_the_run_cache_can_restore_it(built):
+    """An output with cache: false is never pushed, and DVC cannot restore its stage on another machine."""
+    outs = {stage: [out["path"] for out in entry["outs"]] for stage, entry in built["first_lock"]["stages"].items()}
+    assert {"metrics/mnist_cnn.json", "reports/mnist_cnn/history.json"} <= set(outs["evaluate@mnist_cnn"] + outs["train@mnist_cnn"])
+    paths = [path for stage, paths in outs.items() if stage != "report" for path in paths]
+    ignored = run(["git", "check-ignore", *paths, *outs["report"]], built["root"], check=False).stdout.split()
+    assert sorted(ignored) == sorted(paths), "DVC git-ignores the outputs it caches; the report stays in git"
 
 
 def test_second_repro_runs_nothing(built):
@@ -117,6 +152,21 @@ def test_mlflow_holds_runs_params_metrics_artifacts_and_tags(built):
         assert data.tags.get(tag), tag
     assert data.tags["dvc.stage"] == "train@mnist_cnn"
     assert re.fullmatch(r"[0-9a-f]{40}", data.tags["git.commit"])
+    # The UI's Source column: MLflow's own source tags, with the commit the code came from.
+    assert data.tags["mlflow.source.git.commit"] == data.tags["git.commit"]
+    assert data.tags["mlflow.source.name"] == "stages/train.py"
+    assert data.tags["git.dirty"] == "false", "dvc.lock, params.yaml and DVC's .gitignore entries changed; no code did"
+    assert re.fullmatch(r"[0-9a-f]{16}", data.tags["dvc.params_hash"])
+    first_fc, = by_name["mnist_fc"]
+    assert first_fc.data.tags["dvc.params_hash"] != data.tags["dvc.params_hash"]
+    # The link from DVC's files to the run: the model file's MD5, in the metrics and as a tag.
+    metrics = json.loads((root / "metrics" / "mnist_cnn.json").read_text())
+    assert data.tags["cnnlab.model_md5"] == metrics["model_md5"]
+    # The UI's Dataset column: the prepared data, its digest, and that it was generated.
+    (dataset_input,) = latest.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "mnist (synthetic)"
+    assert dataset_input.dataset.digest == data.tags["data.prepared_md5"]
+    assert json.loads(dataset_input.dataset.profile)["origin"] == "synthetic"
     artifacts = {a.path for a in client.list_artifacts(latest.info.run_id)}
     assert {"history.json", "figures", "mnist_cnn.json"} <= artifacts
     figures = {a.path for a in client.list_artifacts(latest.info.run_id, "figures")}

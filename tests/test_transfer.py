@@ -19,7 +19,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model, pretrained
 from cnnlab.sandbox import set_in
 from cnnlab.transfer import TransferModel, backbone_features, fit_to_backbone, freeze_all_but_last, new_head
-from conftest import copy_project, run, run_env, synthetic_params, write_image_folder
+from conftest import committed_params, copy_project, run, run_env, synthetic_params, write_image_folder
 
 TARGET = "evaluate_head@catsdogs_vgg16"
 TRANSFER_STAGES = {"features@catsdogs_vgg16", "head@catsdogs_vgg16", TARGET}
@@ -69,21 +69,23 @@ def test_the_whole_experiment_then_only_what_changed(project: Path):
 
     assert stages_run(run(["dvc", "repro", TARGET], project).stdout) == set()
 
+    # What re-runs after which change; MLflow (checked above) is left out of these runs to save CI time.
+    untracked = run_env({"CNNLAB_TRACKING": "off"})
     edit_params(project, "transfer.catsdogs_vgg16.head.train.optimizer.lr", 0.01)
-    after_lr = run(["dvc", "repro", TARGET], project).stdout
+    after_lr = run(["dvc", "repro", TARGET], project, untracked).stdout
     assert stages_run(after_lr) == {"head@catsdogs_vgg16", TARGET}, "the cached features are reused"
 
     edit_params(project, "transfer.catsdogs_vgg16.backbone.seed", 1)
-    assert stages_run(run(["dvc", "repro", TARGET], project).stdout) == TRANSFER_STAGES
+    assert stages_run(run(["dvc", "repro", TARGET], project, untracked).stdout) == TRANSFER_STAGES
 
     edit_params(project, "datasets.catsdogs.prepare.crop", 40)
-    assert stages_run(run(["dvc", "repro", TARGET], project).stdout) == {"prepare@catsdogs"} | TRANSFER_STAGES
+    assert stages_run(run(["dvc", "repro", TARGET], project, untracked).stdout) == {"prepare@catsdogs"} | TRANSFER_STAGES
     assert torch.load(features / "test.pt")["inputs"].shape == (12, 4096)
 
 
 def test_fine_tuning_trains_the_last_backbone_layer_from_images(project: Path):
     edit_params(project, "transfer.catsdogs_vgg16.backbone.finetune_layers", 1)
-    done = run(["dvc", "repro", TARGET], project).stdout
+    done = run(["dvc", "repro", TARGET], project, run_env({"CNNLAB_TRACKING": "off"})).stdout
     assert TRANSFER_STAGES <= stages_run(done)
     features = project / "data" / "features" / "catsdogs_vgg16"
     assert sorted(p.name for p in features.iterdir()) == ["backbone.json"], "fine-tuning bypasses the cache"
@@ -125,7 +127,7 @@ def test_missing_imagenet_weights_stop_the_features_stage_before_any_work(projec
 
 
 def _meta(shape: tuple[int, ...]) -> DatasetMeta:
-    return DatasetMeta("t", "imagefolder", ("a", "b"), shape, True, (0.5,) * 3, (0.25,) * 3, None, None, {})
+    return DatasetMeta("t", "imagefolder", ("a", "b"), shape, True, (0.5,) * 3, (0.25,) * 3, None, None, {}, "folder")
 
 
 def test_cached_features_train_the_same_head_as_images_through_the_frozen_backbone():
@@ -144,7 +146,7 @@ def test_cached_features_train_the_same_head_as_images_through_the_frozen_backbo
     torch.manual_seed(3)
     cached_head = new_head(width, 2, 0.5)
     engine.train(cached_head, DeviceSplit(features, targets), make_normalizer(
-        DatasetMeta("f", "features", ("a", "b"), (width,), False, (0.0,) * width, (1.0,) * width, None, None, {}),
+        DatasetMeta("f", "features", ("a", "b"), (width,), False, (0.0,) * width, (1.0,) * width, None, None, {}, "features"),
         "none", torch.device("cpu")), config, fp32, progress=False)
 
     torch.manual_seed(3)
@@ -192,7 +194,7 @@ def test_imagenet_top_classes_names_the_most_probable_ones():
     ("transfer.catsdogs_vgg16.dataset", "nope", r"transfer\.catsdogs_vgg16\.dataset: unknown dataset 'nope'"),
 ])
 def test_bad_transfer_settings_are_one_line_errors(dotted: str, value: object, message: str):
-    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw = committed_params()
     set_in(raw, dotted, value)
     with pytest.raises(CnnlabError, match=message) as error:
         parse_params(raw)

@@ -1,4 +1,11 @@
-"""Side-by-side comparison of every experiment, and the course's questions answered from the numbers."""
+"""Side-by-side comparison of every experiment, and the course's questions answered from the numbers.
+
+Results (accuracy, parameters, MACs) come from the metrics files, which DVC caches and restores by
+content. How long and how fast each model trained is a fact of one execution, so it lives in
+MLflow: the report looks it up there, in the run tagged with the model file's MD5, and leaves the
+cells empty where this machine's store has no such run (a model restored from a teammate's
+run-cache into a private store, or tracking off).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,13 @@ from typing import Any
 
 from cnnlab.config import Comparison, Params
 
+# Facts of the execution that made each model, read from its MLflow run.
+EXECUTION_FACTS = ("train_seconds", "train_images_per_second", "inference_ms_per_image")
+
 TABLE_COLUMNS = (
     ("experiment", "experiment", "{}"),
     ("study", "study", "{}"),
+    ("data", "data", "{}"),
     ("model", "model", "{}"),
     ("test accuracy", "test_accuracy", "{:.2%}"),
     ("test loss", "test_loss", "{:.4f}"),
@@ -21,6 +32,7 @@ TABLE_COLUMNS = (
     ("train img/s", "train_images_per_second", "{:,.0f}"),
     ("latency ms", "inference_ms_per_image", "{:.2f}"),
     ("device", "device", "{}"),
+    ("MLflow run", "run_id", "{:.8}"),
 )
 
 
@@ -57,18 +69,41 @@ def answer(comparison: Comparison, metrics: Mapping[str, Mapping[str, Any]], tol
     return Finding(comparison.question, comparison.baseline, comparison.candidate, base, cand, difference, verdict)
 
 
-def summarize(params: Params, metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Every experiment's metrics plus the findings whose two experiments both have metrics."""
+def execution_facts(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per experiment, the MLflow run that trained its model (by the model file's MD5) and its timings."""
+    from cnnlab.tracking import execution_facts as facts_of
+
+    found = {}
+    for name, values in metrics.items():
+        if "model_md5" in values:
+            found[name] = facts_of(values["study"], name, values["model_md5"], EXECUTION_FACTS)
+    return {name: facts for name, facts in found.items() if facts}
+
+
+def summarize(
+    params: Params, metrics: Mapping[str, Mapping[str, Any]], executions: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Every experiment's metrics (with its execution's facts where known), and the findings whose two
+    experiments both have metrics."""
     findings = [
         answer(c, metrics, params.report.tolerance_points)
         for c in params.report.comparisons
         if c.baseline in metrics and c.candidate in metrics
     ]
     names = [*params.experiments, *params.transfer]
+    executions = executions or {}
+    experiments = {}
+    for name in names:
+        if name in metrics:
+            values = dict(metrics[name])
+            origin = values.get("data_origin", "unknown")
+            values["data"] = values["dataset"] if origin in ("official", "folder", "generated") else f"{values['dataset']} ({origin})"
+            experiments[name] = values | dict(executions.get(name, {}))
     return {
-        "experiments": {name: dict(metrics[name]) for name in names if name in metrics},
+        "experiments": experiments,
         "findings": [finding.__dict__ | {"sentence": finding.sentence()} for finding in findings],
         "missing": [name for name in names if name not in metrics],
+        "synthetic_data": sorted({v["dataset"] for v in experiments.values() if v.get("data_origin") == "synthetic"}),
     }
 
 
@@ -87,9 +122,11 @@ def figures(summary: Mapping[str, Any], out_dir: Path) -> list[Path]:
             continue
         for key, label, suffix in (("param_count", "parameters", "params"),
                                    ("train_images_per_second", "training images/s", "throughput")):
+            points = [(name, values[key], values["test_accuracy"]) for name, values in members if key in values]
+            if len(points) < 2:  # throughput is known only for models whose MLflow run this store holds
+                continue
             path = out_dir / f"{study}_accuracy_vs_{suffix}.png"
-            scatter_png([(name, values[key], values["test_accuracy"]) for name, values in members],
-                        f"{study}: test accuracy against {label}", label, path)
+            scatter_png(points, f"{study}: test accuracy against {label}", label, path)
             written.append(path)
     return written
 
@@ -104,7 +141,14 @@ def markdown(summary: Mapping[str, Any]) -> str:
             value = name if key == "experiment" else values.get(key)
             cells.append("" if value is None else fmt.format(value))
         rows.append("| " + " | ".join(cells) + " |")
-    lines = ["# Experiments side by side", "", header, rule, *rows, ""]
+    lines = ["# Experiments side by side", ""]
+    if summary.get("synthetic_data"):
+        lines += [f"**Generated data**: {', '.join(summary['synthetic_data'])} are synthetic stand-ins "
+                  "(`acquire.source: synthetic`), not the real datasets: these numbers are not the course's.", ""]
+    lines += [header, rule, *rows, "",
+              "Train time, images/s and latency come from each model's MLflow run (found by the model file's MD5); "
+              "they are empty where this store has no run that trained the model, e.g. one restored from a "
+              "teammate's DVC run-cache.", ""]
     if summary["findings"]:
         lines += ["## The course's questions, answered from these numbers", ""]
         lines += [f"- {finding['sentence']}" for finding in summary["findings"]]

@@ -1,5 +1,11 @@
 """A throwaway copy of the project as its own git repository, for tests and the benchmark.
 
+The copy is built from what git tracks, never from what a user's runs left
+behind: no DVC cache or run-cache, no outputs, no dvc.lock, and params.yaml
+as staged in git's index, not as `dvc exp run` or a hand edit left it in the
+working tree. Code files are taken from the working tree, so tests see the
+change under development.
+
 `smoke_profile` shrinks params.yaml to generated data and short training, so
 the whole DAG builds offline in minutes while keeping every stage.
 """
@@ -16,6 +22,7 @@ from typing import Any
 import yaml
 
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src", "pyproject.toml", ".gitignore", ".dvc", ".dvcignore")
+PARAMS = "params.yaml"
 
 # Small enough for CI, big enough that the CNN learns the synthetic strokes.
 SMOKE_MNIST = {"train_size": 3000, "test_size": 1000, "seed": 0}
@@ -91,25 +98,34 @@ def write_image_folder(root: Path, classes: tuple[str, ...] = ("circles", "squar
     return root
 
 
-def git(args: list[str], cwd: Path) -> None:
+def git(args: list[str], cwd: Path) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "cnnlab", "GIT_COMMITTER_NAME": "cnnlab",
            "GIT_AUTHOR_EMAIL": "cnnlab@localhost", "GIT_COMMITTER_EMAIL": "cnnlab@localhost"}
-    subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} in {cwd} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def committed_params(source: Path) -> dict[str, Any]:
+    """params.yaml as git's index holds it (what the next commit would hold), whatever the working tree says."""
+    return yaml.safe_load(git(["show", f":{PARAMS}"], source))
 
 
 def copy_project(source: Path, root: Path, edit: Callable[[dict[str, Any]], Any] | None = None) -> Path:
-    """Copy the project at `source` into `root` as a fresh git repository; `edit` may change params first."""
+    """Copy the git-tracked project files of `source` into `root` as a fresh git repository;
+    `edit` may change params first."""
+    tracked = git(["ls-files", "-z", "--", *PROJECT_FILES], source).split("\0")
     root.mkdir(parents=True)
-    for item in PROJECT_FILES:
-        path = source / item
-        if path.is_dir():
-            shutil.copytree(path, root / item, ignore=shutil.ignore_patterns("__pycache__", "tmp", "*.egg-info"))
-        elif path.exists():
-            shutil.copy2(path, root / item)
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    for name in filter(None, tracked):
+        if name == PARAMS or not (source / name).is_file():  # deleted in the working tree: left out
+            continue
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, root / name)
+    params = committed_params(source)
     if edit is not None:
         edit(params)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
     git(["init", "-q"], root)
     git(["add", "-A"], root)
     git(["commit", "-qm", "cnnlab sandbox"], root)

@@ -32,13 +32,16 @@ from cnnlab.data.loader import Normalizer, make_normalizer, to_device
 from cnnlab.data.prepared import PreparedData, load_prepared, load_tensor_file, write_prepared
 from cnnlab.data.registry import Splits
 from cnnlab.errors import ConfigError, DataError
-from cnnlab.io import directory_digest, read_json, replaced_atomically, write_json
+from cnnlab.io import directory_digest, md5sum, read_json, replaced_atomically, write_json
 from cnnlab.models import count_parameters
 from cnnlab.models.complexity import count_macs
 from cnnlab.models.pretrained import headless, imagenet_top_classes, locate_imagenet_weights, torchvision_backbone, weights_of
 from cnnlab.paths import Layout
-from cnnlab.tracking import environment_tags, git_state, open_run
-from cnnlab.workflow import CHECKPOINT, TRAIN_INFO, ModelSpec, load_trained, log_epoch, publish_evaluation
+from cnnlab.tracking import Tracker
+from cnnlab.workflow import (
+    CHECKPOINT, TRAIN_INFO, Evaluated, ModelSpec, TrainedModel, TrainingRun, dataset_record, load_trained,
+    publish_evaluation, train_tracked,
+)
 
 BACKBONE_RECORD = "backbone.json"
 FEATURE_BATCH = 64  # images per backbone forward pass: memory, not results
@@ -62,9 +65,7 @@ class BackboneRecord:
     precision: str
     param_count: int
     macs_per_image: int
-    latency_ms: float  # batch-1 forward pass of the backbone alone
-    seconds: float  # spent computing the features (0 when fine-tuning bypasses the cache)
-    images: int
+    images: int  # with features computed for them (0 when fine-tuning bypasses the cache)
     imagenet_preview: list[dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
@@ -156,7 +157,15 @@ def backbone_features(
 # --------------------------------------------------------------------------
 
 
-def compute_features(params: Params, name: str, layout: Layout) -> BackboneRecord:
+@dataclass(frozen=True)
+class FeatureTimings:
+    """How long this execution took: printed, never stored in the (content-cached) features."""
+
+    seconds: float  # computing every image's features (0 when fine-tuning bypasses the cache)
+    latency_ms: float  # one batch-1 forward pass of the backbone
+
+
+def compute_features(params: Params, name: str, layout: Layout) -> tuple[BackboneRecord, FeatureTimings]:
     config = params.transfer_experiment(name)
     loaded = load_backbone(config.backbone, layout)  # first: a missing weights file stops the stage before any work
     prepared = load_prepared(layout.prepared(config.dataset))
@@ -190,18 +199,18 @@ def compute_features(params: Params, name: str, layout: Layout) -> BackboneRecor
     record = BackboneRecord(
         config=config.backbone, inputs=config.inputs, digest=loaded.digest, feature_dim=loaded.feature_dim,
         input_shape=loaded.input_shape, pipeline_spec=loaded.pipeline_spec, precision=runtime.precision,
-        param_count=count_parameters(loaded.module), macs_per_image=macs, latency_ms=latency, seconds=seconds, images=images,
+        param_count=count_parameters(loaded.module), macs_per_image=macs, images=images,
         imagenet_preview=_imagenet_preview(loaded, preview_features, config.backbone),
     )
     if config.uses_feature_cache:
         splits = Splits(train_features, prepared.train_targets, test_features, prepared.test_targets,
-                        class_names=prepared.meta.class_names)
+                        class_names=prepared.meta.class_names, origin="features")
         write_prepared(name, "features", splits, out, None, extra_json={BACKBONE_RECORD: record.to_json()})
     else:
         with replaced_atomically(out) as tmp:  # fine-tuning trains from the images: only the record is kept
             tmp.mkdir(parents=True)
             write_json(tmp / BACKBONE_RECORD, record.to_json())
-    return record
+    return record, FeatureTimings(seconds, latency)
 
 
 def _imagenet_preview(loaded: LoadedBackbone, features: torch.Tensor, config: BackboneConfig) -> list[dict[str, Any]]:
@@ -270,7 +279,7 @@ def new_head(feature_dim: int, num_classes: int, dropout: float) -> nn.Module:
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
 
 
-def train_head(params: Params, name: str, layout: Layout) -> dict[str, Any]:
+def train_head(params: Params, name: str, layout: Layout) -> TrainedModel:
     config = params.transfer_experiment(name)
     record = load_record(layout, name)
     device = engine.select_device()
@@ -291,49 +300,29 @@ def train_head(params: Params, name: str, layout: Layout) -> dict[str, Any]:
         mode = f"fine-tuning the last {record.config.finetune_layers} backbone layers from images"
     runtime = engine.resolve_runtime(params.runtime, device, macs)
     model = model.to(device)
+    images = load_prepared(layout.prepared(config.dataset)).meta
     features_md5 = directory_digest(layout.features(name))
-    checkpoint = engine.EpochCheckpoint(
-        layout.resume_file(name), _fingerprint(config, record, runtime.precision, features_md5),
-        every_seconds=params.runtime.checkpoint_every_s,
+    stage_params = {"transfer": name, "study": config.study, "dataset": config.dataset,
+                    "backbone": asdict(record.config), "inputs": asdict(record.inputs), "head": asdict(config.head),
+                    "runtime": {"precision": params.runtime.precision}}
+    run = TrainingRun(
+        name, config.study, f"head@{name}", stage_params, dataset_record(layout.prepared(config.dataset), images),
+        tags={"transfer.mode": mode, "data.features_md5": features_md5, **record.tags},
+        fingerprint=_fingerprint(config, record, runtime.precision, features_md5),
     )
-    resumed = checkpoint.saved
-    tracker = open_run(config.study, run_name=name, continue_run_id=resumed["extra"].get("run_id") if resumed else None)
-    checkpoint.extra["run_id"] = tracker.run_id
-    tracker.log_params({"transfer": name, "dataset": config.dataset, "backbone": asdict(record.config),
-                        "inputs": asdict(record.inputs), "head": asdict(config.head)})
-    tracker.set_tags({
-        "dvc.stage": f"head@{name}", "cnnlab.experiment": name, "cnnlab.dataset": config.dataset,
-        "transfer.mode": mode, "data.features_md5": features_md5, "device": engine.describe_device(device),
-        "runtime.precision": runtime.precision, **record.tags, **git_state(layout.root.resolve()), **environment_tags(),
-    })
-    succeeded = False
-    try:
-        result = engine.train(model, train_split, normalize, config.head.train, runtime, checkpoint=checkpoint,
-                              on_epoch=lambda r: log_epoch(tracker, r, flush=checkpoint.due()))
-        model = model.to(memory_format=torch.contiguous_format)
-        info = {
-            "run_id": tracker.run_id, "device": engine.describe_device(device), "precision": runtime.precision,
-            "mode": mode, "train_seconds": result.train_seconds, "train_images_per_second": result.images_per_second,
-            "epochs": config.head.train.epochs, "param_count": record.param_count + count_parameters(head),
-            "trainable_param_count": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "features_seconds": record.seconds,
-            "final_train_loss": result.history[-1].train_loss,
-            "final_train_accuracy": result.history[-1].train_accuracy,
-        }
-        with replaced_atomically(layout.model_dir(name)) as out:
-            out.mkdir(parents=True)
-            torch.save({"state_dict": model.state_dict(), "finetuned": record.config.finetune_layers > 0}, out / CHECKPOINT)
-            write_json(out / TRAIN_INFO, info)
-        write_json(layout.history(name), result.history_rows())
-        checkpoint.remove()
-        tracker.log_metrics({k: info[k] for k in ("train_seconds", "param_count", "trainable_param_count",
-                                                   "features_seconds")})
-        tracker.log_artifact(layout.history(name))
+
+    def save(trained: nn.Module, path: Path) -> None:
+        torch.save({"state_dict": trained.state_dict(), "finetuned": record.config.finetune_layers > 0}, path)
+
+    def publish(tracker: Tracker, trained: nn.Module) -> None:
+        tracker.log_metrics({"param_count": record.param_count + count_parameters(head)})
         tracker.log_artifact(layout.features(name) / BACKBONE_RECORD)
-        succeeded = True
-        return info
-    finally:
-        tracker.close(succeeded)
+
+    info = {"mode": mode, "param_count": record.param_count + count_parameters(head),
+            "trainable_param_count": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "data_origin": images.origin}
+    return train_tracked(layout, run, model, train_split, normalize, config.head.train, runtime,
+                         params.runtime.checkpoint_every_s, save, info, publish)
 
 
 def _fingerprint(config: TransferConfig, record: BackboneRecord, precision: str, features_md5: str) -> str:
@@ -347,7 +336,7 @@ def _fingerprint(config: TransferConfig, record: BackboneRecord, precision: str,
 # --------------------------------------------------------------------------
 
 
-def evaluate_head(params: Params, name: str, layout: Layout) -> dict[str, Any]:
+def evaluate_head(params: Params, name: str, layout: Layout) -> Evaluated:
     from cnnlab import plots
 
     config = params.transfer_experiment(name)
@@ -372,22 +361,17 @@ def evaluate_head(params: Params, name: str, layout: Layout) -> dict[str, Any]:
     model = model.to(device)
     evaluation = engine.evaluate(model, test_split, normalize, config.evaluate.batch_size, prepared.meta.num_classes)
     head_macs = count_macs(head, (record.feature_dim,))
-    head_latency = engine.latency_ms(head.to(device), torch.zeros(1, record.feature_dim, device=device))
     metrics = {
         "test_accuracy": evaluation.accuracy,
         "test_loss": evaluation.loss,
         "param_count": train_info["param_count"],
         "trainable_param_count": train_info["trainable_param_count"],
         "macs_per_image": record.macs_per_image + head_macs,
-        "features_seconds": record.seconds,
-        "train_seconds": train_info["train_seconds"],
-        "train_images_per_second": train_info["train_images_per_second"],
-        "eval_images_per_second": evaluation.images_per_second,
-        "inference_ms_per_image": record.latency_ms + head_latency,
         "device": train_info["device"],
         "precision": train_info["precision"],
         "study": config.study,
         "dataset": config.dataset,
+        "data_origin": prepared.meta.origin,
         "model": f"{record.config.name} ({record.config.weights}) + new head",
         "backbone": record.config.name,
         "backbone_weights": record.config.weights,
@@ -396,7 +380,12 @@ def evaluate_head(params: Params, name: str, layout: Layout) -> dict[str, Any]:
         "final_train_accuracy": train_info["final_train_accuracy"],
         "per_class_accuracy": dict(zip(prepared.meta.class_names, evaluation.per_class_accuracy)),
         "imagenet_preview": record.imagenet_preview,
+        "model_md5": md5sum(layout.model_dir(name) / CHECKPOINT),
     }
+    # On cached features this stage never loads the backbone: its latency is timed (and printed) by features@.
+    latency = "inference_ms_per_image" if saved["finetuned"] else "head_inference_ms_per_image"
+    timings = {"eval_images_per_second": evaluation.images_per_second,
+               latency: engine.latency_ms(model, normalize(test_split.inputs[:1]))}
 
     def preview(out: Path) -> None:
         if record.imagenet_preview:
@@ -405,6 +394,6 @@ def evaluate_head(params: Params, name: str, layout: Layout) -> dict[str, Any]:
             plots.image_grid_png(prepared.test_inputs[indices], captions,
                                  f"{record.config.name} on ImageNet, untouched: top 5 classes", out / "imagenet_top5.png")
 
-    publish_evaluation(layout, f"evaluate_head@{name}", name, config.study, train_info["run_id"], evaluation,
-                       prepared, config.evaluate, metrics, preview)
-    return metrics
+    run_id = publish_evaluation(layout, f"evaluate_head@{name}", name, config.study, evaluation, prepared,
+                                config.evaluate, metrics, timings, preview)
+    return Evaluated(metrics, timings, run_id)

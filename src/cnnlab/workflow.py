@@ -3,28 +3,38 @@
 The train stage saves a self-describing checkpoint (model name and options,
 input shape, normalisation, pixel permutation, study) so the evaluate stage
 rebuilds exactly what was trained and reads only its own params.
+
+Every file these stages write goes into DVC's cache and is restored from its
+run-cache, so it holds only what the stage's inputs determine: the same
+inputs give the same bytes. Facts of one execution (seconds, images per
+second, latency, the MLflow run id) go to MLflow, which links a run to its
+files by the MD5 of the model file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from cnnlab import engine
 from cnnlab.config import EvaluateConfig, InputConfig, Params, TrainConfig, parse_dataclass
 from cnnlab.data.loader import DeviceSplit, Normalizer, make_normalizer, to_device
-from cnnlab.data.prepared import PreparedData, load_prepared, load_tensor_file
-from cnnlab.io import directory_digest, read_json, replaced_atomically, write_json
+from cnnlab.data.prepared import DatasetMeta, PreparedData, load_prepared, load_tensor_file
+from cnnlab.io import directory_digest, md5sum, read_json, replaced_atomically, write_json
 from cnnlab.models import build_model, count_parameters
 from cnnlab.models.complexity import count_macs
 from cnnlab.paths import Layout
-from cnnlab.tracking import Tracker, environment_tags, git_state, open_run
+from cnnlab.tracking import (
+    EXPERIMENT_TAG, MODEL_DIGEST_TAG, DatasetRecord, Tracker, dvc_tags, environment_tags, open_run,
+)
 
 CHECKPOINT = "model.pt"
 TRAIN_INFO = "train.json"
@@ -43,7 +53,7 @@ class ModelSpec:
     num_classes: int
     inputs: InputConfig
 
-    def build(self) -> torch.nn.Module:
+    def build(self) -> nn.Module:
         return build_model(self.model, self.input_shape, self.num_classes, **self.model_args)
 
     def to_json(self) -> dict[str, Any]:
@@ -63,7 +73,93 @@ def _inputs_on(
     return train, test, make_normalizer(prepared.meta, spec.inputs.normalize, device)
 
 
-def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any]:
+def dataset_record(prepared_dir: Path, meta: DatasetMeta) -> DatasetRecord:
+    """The prepared data as MLflow will show it: generated stand-ins are named so."""
+    name = meta.name if meta.origin != "synthetic" else f"{meta.name} (synthetic)"
+    return DatasetRecord(name, directory_digest(prepared_dir), prepared_dir.resolve(), meta.origin, meta.sizes)
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a training stage (train@, head@) tells MLflow and the resumable state about itself."""
+
+    name: str
+    study: str
+    stage: str  # e.g. train@mnist_cnn
+    stage_params: dict[str, Any]  # the params DVC tracks for this stage: logged, and fingerprinted in a tag
+    dataset: DatasetRecord
+    tags: dict[str, str]
+    fingerprint: str  # a resumable state is continued only if it was saved under the same one
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    info: dict[str, Any]  # models/NAME/train.json: only what the inputs determine
+    train_seconds: float
+    images_per_second: float
+    run_id: str | None
+    model_md5: str
+
+
+def train_tracked(
+    layout: Layout, run: TrainingRun, model: nn.Module, split: DeviceSplit, normalize: Normalizer,
+    config: TrainConfig, runtime: engine.Runtime, checkpoint_every_s: float,
+    save: Callable[[nn.Module, Path], None], info: dict[str, Any],
+    publish: Callable[[Tracker, nn.Module], None] = lambda tracker, model: None,
+) -> TrainedModel:
+    """Train `model` (resuming a killed run of the same fingerprint), write models/NAME and its history,
+    and record the run in MLflow.
+
+    `save` writes the model file into the model directory; `info` holds more deterministic facts for
+    train.json; `publish` logs more to the run once the outputs exist. Timings and the run id go to
+    MLflow and the caller, never into the outputs: DVC caches those by content.
+    """
+    checkpoint = engine.EpochCheckpoint(layout.resume_file(run.name), run.fingerprint, every_seconds=checkpoint_every_s)
+    resumed = checkpoint.saved
+    tracker = open_run(run.study, run_name=run.name,
+                       continue_run_id=resumed["extra"].get("run_id") if resumed else None)
+    checkpoint.extra["run_id"] = tracker.run_id
+    if resumed:
+        print(f"{run.name}: resuming after epoch {len(resumed['history'])} from {checkpoint.path}")
+    succeeded = False
+    try:
+        # Logging the same values again is allowed, so a resumed run needs no special case here.
+        tracker.log_params(run.stage_params)
+        tracker.set_tags({
+            **dvc_tags(run.stage, run.stage_params), EXPERIMENT_TAG: run.name, "data.prepared_md5": run.dataset.digest,
+            "data.origin": run.dataset.origin, "device": engine.describe_device(runtime.device),
+            "runtime.precision": runtime.precision, "runtime.channels_last": str(runtime.channels_last).lower(),
+            "runtime.compile": str(runtime.compile).lower(), "runtime.deterministic": str(runtime.deterministic).lower(),
+            **environment_tags(), **run.tags,
+        })
+        tracker.log_dataset(run.dataset, context="train")
+        result = engine.train(model, split, normalize, config, runtime, checkpoint=checkpoint,
+                              on_epoch=lambda r: log_epoch(tracker, r, flush=checkpoint.due()))
+        model = model.to(memory_format=torch.contiguous_format)  # saved and served in the default layout
+        info = {
+            "device": engine.describe_device(runtime.device), "precision": runtime.precision, "epochs": config.epochs,
+            **info, "final_train_loss": result.history[-1].train_loss,
+            "final_train_accuracy": result.history[-1].train_accuracy,
+        }
+        with replaced_atomically(layout.model_dir(run.name)) as out:
+            out.mkdir(parents=True)
+            save(model, out / CHECKPOINT)
+            write_json(out / TRAIN_INFO, info)
+        write_json(layout.history(run.name), result.history_rows())
+        checkpoint.remove()
+        model_md5 = md5sum(layout.model_dir(run.name) / CHECKPOINT)
+        tracker.set_tags({MODEL_DIGEST_TAG: model_md5})
+        tracker.log_metrics({"train_seconds": result.train_seconds,
+                             "train_images_per_second": result.images_per_second})
+        tracker.log_artifact(layout.history(run.name))
+        publish(tracker, model)
+        succeeded = True
+        return TrainedModel(info, result.train_seconds, result.images_per_second, tracker.run_id, model_md5)
+    finally:
+        tracker.close(succeeded)
+
+
+def train_experiment(params: Params, name: str, layout: Layout) -> TrainedModel:
     config = params.experiment(name)
     prepared_dir = layout.prepared(config.dataset)
     prepared = load_prepared(prepared_dir)
@@ -78,52 +174,22 @@ def train_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any
     model = spec.build()
     runtime = engine.resolve_runtime(params.runtime, device, count_macs(model, spec.input_shape))
     model = model.to(device)
-    data_md5 = directory_digest(prepared_dir)
-    checkpoint = engine.EpochCheckpoint(
-        layout.resume_file(name), _run_fingerprint(spec, config.train, runtime.precision, data_md5),
-        every_seconds=params.runtime.checkpoint_every_s,
-    )
-    resumed = checkpoint.saved
-    tracker = open_run(spec.study, run_name=name, continue_run_id=resumed["extra"].get("run_id") if resumed else None)
-    checkpoint.extra["run_id"] = tracker.run_id
-    if resumed:
-        print(f"{name}: resuming after epoch {len(resumed['history'])} from {checkpoint.path}")
-    # Logging the same values again is allowed, so a resumed run needs no special case here.
-    tracker.log_params({"experiment": name, **{k: v for k, v in asdict(config).items() if k != "evaluate"}})
-    tracker.set_tags({
-        "dvc.stage": f"train@{name}", "cnnlab.experiment": name, "cnnlab.dataset": config.dataset,
-        "data.prepared_md5": data_md5, "device": engine.describe_device(device),
-        "runtime.precision": runtime.precision, "runtime.channels_last": str(runtime.channels_last).lower(),
-        "runtime.compile": str(runtime.compile).lower(), "runtime.deterministic": str(runtime.deterministic).lower(),
-        **git_state(layout.root.resolve()), **environment_tags(),
-    })
-    succeeded = False
-    try:
-        result = engine.train(
-            model, train_split, normalize, config.train, runtime, checkpoint=checkpoint,
-            on_epoch=lambda r: log_epoch(tracker, r, flush=checkpoint.due()),
-        )
-        model = model.to(memory_format=torch.contiguous_format)  # saved and served in the default layout
-        info = {
-            "run_id": tracker.run_id, "device": engine.describe_device(device), "precision": runtime.precision,
-            "train_seconds": result.train_seconds, "train_images_per_second": result.images_per_second,
-            "epochs": config.train.epochs, "param_count": count_parameters(model),
-            "final_train_loss": result.history[-1].train_loss,
-            "final_train_accuracy": result.history[-1].train_accuracy,
-        }
-        with replaced_atomically(layout.model_dir(name)) as out:
-            out.mkdir(parents=True)
-            torch.save({"spec": spec.to_json(), "state_dict": model.state_dict()}, out / CHECKPOINT)
-            write_json(out / TRAIN_INFO, info)
-        write_json(layout.history(name), result.history_rows())
-        checkpoint.remove()
-        tracker.log_metrics({"train_seconds": info["train_seconds"], "param_count": info["param_count"]})
-        tracker.log_artifact(layout.history(name))
-        tracker.log_model(model, normalize(train_split.inputs[:2]).cpu().numpy())
-        succeeded = True
-        return info
-    finally:
-        tracker.close(succeeded)
+    dataset = dataset_record(prepared_dir, prepared.meta)
+    stage_params = {"experiment": name, **{k: v for k, v in asdict(config).items() if k != "evaluate"},
+                    "runtime": {"precision": params.runtime.precision}}
+    run = TrainingRun(name, config.study, f"train@{name}", stage_params, dataset, tags={},
+                      fingerprint=_run_fingerprint(spec, config.train, runtime.precision, dataset.digest))
+
+    def save(trained: nn.Module, path: Path) -> None:
+        torch.save({"spec": spec.to_json(), "state_dict": trained.state_dict()}, path)
+
+    def publish(tracker: Tracker, trained: nn.Module) -> None:
+        tracker.log_metrics({"param_count": count_parameters(trained)})
+        tracker.log_model(trained, normalize(train_split.inputs[:2]).cpu().numpy())
+
+    return train_tracked(layout, run, model, train_split, normalize, config.train, runtime,
+                         params.runtime.checkpoint_every_s, save, {"param_count": count_parameters(model),
+                                                                   "data_origin": prepared.meta.origin}, publish)
 
 
 def log_epoch(tracker: Tracker, record: engine.EpochRecord, flush: bool) -> None:
@@ -139,7 +205,7 @@ def _run_fingerprint(spec: ModelSpec, train: TrainConfig, precision: str, data_m
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def load_trained(layout: Layout, name: str) -> tuple[ModelSpec, torch.nn.Module, dict[str, Any]]:
+def load_trained(layout: Layout, name: str) -> tuple[ModelSpec, nn.Module, dict[str, Any]]:
     model_dir = layout.model_dir(name)
     checkpoint = load_tensor_file(model_dir / CHECKPOINT, f"dvc repro train@{name}")
     spec = ModelSpec.from_json(checkpoint["spec"])
@@ -154,7 +220,7 @@ def confusion_records(targets: torch.Tensor, predictions: torch.Tensor, class_na
             for t, p in zip(targets.tolist(), predictions.tolist())]
 
 
-def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, Any]:
+def evaluate_experiment(params: Params, name: str, layout: Layout) -> Evaluated:
     from cnnlab import plots
 
     config = params.experiment(name).evaluate
@@ -164,42 +230,49 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> dict[str, 
     _, test_split, normalize = _inputs_on(prepared, spec, device)
     model = model.to(device)
     evaluation = engine.evaluate(model, test_split, normalize, config.batch_size, prepared.meta.num_classes)
-    example = test_split.inputs[:1]
     class_names = prepared.meta.class_names
     metrics = {
         "test_accuracy": evaluation.accuracy,
         "test_loss": evaluation.loss,
         "param_count": train_info["param_count"],
         "macs_per_image": count_macs(model, spec.input_shape),
-        "train_seconds": train_info["train_seconds"],
-        "train_images_per_second": train_info["train_images_per_second"],
-        "eval_images_per_second": evaluation.images_per_second,
-        "inference_ms_per_image": engine.latency_ms(model, normalize(example)),
         "device": train_info["device"],
-        "precision": train_info.get("precision", "fp32"),
+        "precision": train_info["precision"],
         "study": spec.study,
         "dataset": spec.dataset,
+        "data_origin": prepared.meta.origin,
         "model": spec.model,
         "epochs": train_info["epochs"],
         "final_train_accuracy": train_info["final_train_accuracy"],
         "per_class_accuracy": dict(zip(class_names, evaluation.per_class_accuracy)),
+        "model_md5": md5sum(layout.model_dir(name) / CHECKPOINT),
     }
+    timings = {"eval_images_per_second": evaluation.images_per_second,
+               "inference_ms_per_image": engine.latency_ms(model, normalize(test_split.inputs[:1]))}
     regions = None
     if not prepared.meta.is_image and prepared.meta.input_shape == (2,):
         def regions(out: Path) -> None:
             plots.decision_regions_png(model, normalize, prepared.test_inputs, prepared.test_targets,
                                        f"{name}: decision regions", out / "decision_regions.png")
-    publish_evaluation(layout, f"evaluate@{name}", name, spec.study, train_info.get("run_id"), evaluation, prepared,
-                       config, metrics, regions)
-    return metrics
+    run_id = publish_evaluation(layout, f"evaluate@{name}", name, spec.study, evaluation, prepared, config,
+                                metrics, timings, regions)
+    return Evaluated(metrics, timings, run_id)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    metrics: dict[str, Any]  # metrics/NAME.json: only what the model and data determine
+    timings: dict[str, float]  # facts of this execution (speed), in MLflow only
+    run_id: str | None
 
 
 def publish_evaluation(
-    layout: Layout, stage: str, name: str, study: str, run_id: str | None, evaluation: engine.Evaluation,
-    prepared: PreparedData, config: EvaluateConfig, metrics: dict[str, Any],
+    layout: Layout, stage: str, name: str, study: str, evaluation: engine.Evaluation, prepared: PreparedData,
+    config: EvaluateConfig, metrics: dict[str, Any], timings: dict[str, float],
     draw_more: Callable[[Path], None] | None = None,
-) -> None:
-    """An evaluation's files (metrics, DVC confusion records, figures) and their MLflow record, in run `run_id`.
+) -> str | None:
+    """An evaluation's files (metrics, DVC confusion records, figures) and their MLflow record, in the run that
+    trained the model (found by its MD5, `metrics["model_md5"]`); returns that run's id.
 
     `draw_more` adds figures of its own to the figures directory before it is published.
     """
@@ -218,17 +291,19 @@ def publish_evaluation(
     write_json(layout.confusion_records(name), confusion_records(evaluation.targets, evaluation.predictions, class_names))
     write_json(layout.metrics(name), metrics)
 
-    tracker = open_run(study, run_name=name, continue_run_id=run_id)
+    tracker = open_run(study, run_name=name, model_md5=metrics["model_md5"])
     succeeded = False
     try:
-        tracker.set_tags({"dvc.evaluate_stage": stage})
-        numeric = {k: v for k, v in metrics.items()
+        tracker.set_tags({"dvc.evaluate_stage": os.environ.get("DVC_STAGE") or stage})
+        tracker.log_dataset(dataset_record(layout.prepared(prepared.meta.name), prepared.meta), context="eval")
+        numeric = {k: v for k, v in {**metrics, **timings}.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epochs"}
         tracker.log_metrics({**numeric, **{f"test_accuracy.{c}": a for c, a in metrics["per_class_accuracy"].items()}})
         for figure in sorted(Path(figures).glob("*.png")):
             tracker.log_artifact(figure, "figures")
         tracker.log_artifact(layout.metrics(name))
         succeeded = True
+        return tracker.run_id
     finally:
         tracker.close(succeeded)
 

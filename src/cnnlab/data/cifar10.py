@@ -115,7 +115,8 @@ def read(options: synthetic.SourceOptions, prepare: PrepareOptions, raw_dir: Pat
         archive = raw_dir / ARCHIVE.name
         verify_md5(archive, ARCHIVE.md5)
         tensors = (*read_archive(archive, TRAIN_BATCHES), *read_archive(archive, TEST_BATCHES))
-    return Splits(*tensors, class_names=CLASS_NAMES, course_mean=COURSE_MEAN, course_std=COURSE_STD)
+    return Splits(*tensors, class_names=CLASS_NAMES, origin=options.source, course_mean=COURSE_MEAN,
+                  course_std=COURSE_STD)
 
 
 KIND = DatasetKind(name="cifar10", acquire_options=synthetic.SourceOptions, acquire=acquire, read=read)

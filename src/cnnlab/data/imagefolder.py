@@ -164,7 +164,7 @@ def read(options: ImageFolderSource, prepare: ImageFolderPrepare, raw_dir: Path)
     if skipped:
         print(f"{raw_dir.name}: skipped {len(skipped)} unreadable file(s): {', '.join(skipped[:5])}"
               + (" ..." if len(skipped) > 5 else ""))
-    return Splits(*train, *test, class_names=tuple(classes), skipped_files=tuple(skipped))
+    return Splits(*train, *test, class_names=tuple(classes), origin="folder", skipped_files=tuple(skipped))
 
 
 KIND = DatasetKind(

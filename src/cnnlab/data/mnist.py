@@ -55,7 +55,8 @@ def read(options: synthetic.SourceOptions, prepare: PrepareOptions, raw_dir: Pat
         images = [read_idx(raw_dir / FILES[i].name).unsqueeze(1) for i in (0, 2)]
         labels = [read_idx(raw_dir / FILES[i].name).long() for i in (1, 3)]
         tensors = (images[0], labels[0], images[1], labels[1])
-    return Splits(*tensors, class_names=CLASS_NAMES, course_mean=COURSE_MEAN, course_std=COURSE_STD)
+    return Splits(*tensors, class_names=CLASS_NAMES, origin=options.source, course_mean=COURSE_MEAN,
+                  course_std=COURSE_STD)
 
 
 KIND = DatasetKind(name="mnist", acquire_options=synthetic.SourceOptions, acquire=acquire, read=read)

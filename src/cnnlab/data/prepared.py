@@ -34,6 +34,7 @@ class DatasetMeta:
     course_mean: tuple[float, ...] | None
     course_std: tuple[float, ...] | None
     sizes: dict[str, int]
+    origin: str  # see registry.Origin
     skipped_files: tuple[str, ...] = ()
 
     @property
@@ -83,7 +84,7 @@ def write_prepared(
         name=name, kind=kind, class_names=splits.class_names,
         input_shape=tuple(splits.train_inputs.shape[1:]), is_image=splits.is_image,
         train_mean=mean, train_std=std, course_mean=splits.course_mean, course_std=splits.course_std,
-        sizes={"train": len(splits.train_targets), "test": len(splits.test_targets)},
+        sizes={"train": len(splits.train_targets), "test": len(splits.test_targets)}, origin=splits.origin,
         skipped_files=splits.skipped_files,
     )
     with replaced_atomically(out_dir) as tmp:

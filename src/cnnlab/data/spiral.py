@@ -57,7 +57,7 @@ def read(options: SpiralOptions, prepare: PrepareOptions, raw_dir: Path) -> Spli
     return Splits(
         train_inputs=raw["train_inputs"], train_targets=raw["train_targets"],
         test_inputs=raw["test_inputs"], test_targets=raw["test_targets"],
-        class_names=tuple(f"arm{c}" for c in range(options.classes)),
+        class_names=tuple(f"arm{c}" for c in range(options.classes)), origin="generated",
     )
 
 
