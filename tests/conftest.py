@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -98,6 +99,23 @@ def synthetic_params(params: dict[str, Any], image_folder: Path | None = None) -
     return params
 
 
+def stages_run(dvc_output: str) -> set[str]:
+    """The stages a `dvc repro` ran, from its own output."""
+    return set(re.findall(r"Running stage '([^']+)'", dvc_output))
+
+
+def stages_restored(dvc_output: str) -> set[str]:
+    """The stages a `dvc repro` restored from the run-cache instead of running them."""
+    return set(re.findall(r"Stage '([^']+)' is cached - skipping run", dvc_output))
+
+
+def edit_params(root: Path, dotted: str, value: object) -> None:
+    """Set one value in a project's params.yaml, as a user editing it would."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    set_in(params, dotted, value)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def copy_project(root: Path, edit: Callable[[dict[str, Any]], Any] | None = None) -> Path:
     """Copy this repository's project into `root` as a fresh git repository."""
     return sandbox.copy_project(REPO, root, edit)
@@ -128,13 +146,13 @@ def s3_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                               aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
                               aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"])
-        for _ in range(600):  # the server is up when it answers; it exits only on a bug (then the log says why)
+        while True:  # up when it answers (seconds, however loaded the machine); if it exits, its log says why
             try:
                 client.create_bucket(Bucket="cnnlab-team")
                 break
             except Exception:
                 assert server.poll() is None, log.read_text()
-                time.sleep(0.1)
+                time.sleep(0.2)
         yield {"url": "s3://cnnlab-team/dvcstore", "endpoint": endpoint, "env": credentials, "client": client}
     finally:
         server.terminate()

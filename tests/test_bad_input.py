@@ -6,7 +6,6 @@ import shutil
 import time
 
 import pytest
-import yaml
 
 from cnnlab.config import parse_params
 from cnnlab.data import mnist

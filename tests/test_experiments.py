@@ -3,7 +3,8 @@ workspace stays as it was."""
 
 from __future__ import annotations
 
-import json
+import re
+import sys
 import time
 
 import pytest
@@ -37,9 +38,9 @@ def queued(tmp_path_factory: pytest.TempPathFactory) -> dict:
         time.sleep(5)  # each `dvc queue status` costs a CPU-second the experiments could use
         status = run(["dvc", "queue", "status"], root, env).stdout
     run(["dvc", "queue", "stop"], root, env)
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env).stdout)
+    view = run([sys.executable, "-m", "cnnlab.experiments"], root, env).stdout  # `make exps`
     return {"root": root, "env": env, "status": status, "baseline": baseline, "params_before": params_before,
-            "shown": shown}
+            "view": view}
 
 
 def test_every_queued_experiment_succeeds(queued):
@@ -47,6 +48,17 @@ def test_every_queued_experiment_succeeds(queued):
     for name in LEARNING_RATES:
         assert any(name in line and line.rstrip().endswith("Success") for line in queued["status"].splitlines()), (
             name, queued["status"])
+
+
+def test_the_view_shows_each_experiments_changed_param_and_accuracy_a_line_each(queued):
+    lines = queued["view"].splitlines()
+    assert lines[0] == "workspace"
+    for name, lr in LEARNING_RATES.items():
+        (header,) = [i for i, line in enumerate(lines) if line.startswith(f"{name} ")]
+        changed = "" if lr == 0.01 else f"  experiments.mnist_fc.train.optimizer.lr={lr}"  # 0.01: the workspace's
+        assert lines[header].endswith(f"Success{changed}"), lines[header]
+        assert re.fullmatch(r"    mnist_fc +test accuracy +\d+\.\d\d%", lines[header + 1]), lines[header + 1]
+    assert max(len(line) for line in lines) < 100, "fits a terminal"
 
 
 def test_the_workspace_is_left_as_it_was(queued):
@@ -74,3 +86,26 @@ def test_one_mlflow_run_per_experiment_tagged_with_its_name_and_baseline(queued)
         assert found.data.tags["dvc.evaluate_stage"] == "evaluate@mnist_fc", "evaluation continued the same run"
         assert "test_accuracy" in found.data.metrics
     assert len({r.data.tags["dvc.params_hash"] for r in runs}) == 3
+
+
+def test_the_view_lists_only_what_differs_from_the_workspace():
+    from cnnlab.experiments import revisions, table
+
+    def entry(rev: str, lr: float, accuracy: dict[str, float], name: str | None = None) -> dict:
+        metrics = {f"metrics/{model}.json": {"data": {"test_accuracy": value}} for model, value in accuracy.items()}
+        metrics["metrics/missing.json"] = {"error": {"type": "FileNotFoundError"}}
+        return {"rev": rev, "name": name, "data": {"params": {"params.yaml": {"data": {"a": {"lr": lr}, "b": 1}}},
+                                                    "metrics": metrics}}
+
+    shown = [entry("workspace", 0.1, {"cnn": 0.9, "fc": 0.8}),
+             {**entry("abcdef0123", 0.1, {"cnn": 0.9, "fc": 0.8}, "main"),
+              "experiments": [{"name": "fast", "executor": {"state": "success"},
+                               "revs": [entry("1234567890", 0.5, {"cnn": 0.7, "fc": 0.8})]}]}]
+    assert table(revisions(shown)).splitlines() == [
+        "workspace",
+        "    cnn                          test accuracy  90.00%",
+        "    fc                           test accuracy  80.00%",
+        "main abcdef0",
+        "fast 1234567  Success  a.lr=0.5",
+        "    cnn                          test accuracy  70.00%",
+    ]

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from conftest import copy_project, run, run_env, synthetic_params, write_image_folder
+from conftest import copy_project, edit_params, run, run_env, stages_run, synthetic_params, write_image_folder
 
 # Each zoo model trains in test_zoo and each experiment in params.yaml builds in test_models; through DVC,
 # two zoo entries show the family's stages and comparison figure, and vgg16_bn is a transfer backbone.
@@ -24,10 +24,6 @@ TRANSFER = ("catsdogs_vgg16", "catsdogs_cifar_vgg16_bn")
 # features, every kind of figure but the spiral's.
 FORCED = ("prepare@mnist", "prepare@shapes", "train@mnist_cnn_perm", "evaluate@mnist_cnn_perm", "train@cifar_vgg",
           "evaluate@cifar_vgg", "head@catsdogs_vgg16", "evaluate_head@catsdogs_vgg16")
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
 
 
 def _only_some_of_the_zoo(params: dict) -> dict:
@@ -47,9 +43,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     first_lock = yaml.safe_load((root / "dvc.lock").read_text())
     forced = run(["dvc", "repro", "--force", "--single-item", *FORCED], root, run_env({"CNNLAB_TRACKING": "off"}))
     forced_lock = yaml.safe_load((root / "dvc.lock").read_text())
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["experiments"]["mnist_cnn"]["train"]["optimizer"]["lr"] = 0.02
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(root, "experiments.mnist_cnn.train.optimizer.lr", 0.02)
     after_lr_change = run(["dvc", "repro"], root)
     return {"root": root, "first": first.stdout, "second": second.stdout, "after_lr_change": after_lr_change.stdout,
             "forced": forced.stdout, "first_lock": first_lock, "forced_lock": forced_lock}

@@ -10,31 +10,16 @@ one MLflow store, as a team logs to one tracking server. The commands are the RE
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import copy_project, run, run_env, set_in, smoke_profile
+from conftest import copy_project, edit_params, run, run_env, smoke_profile, stages_restored, stages_run
 
 TARGET = "evaluate@mnist_cnn"
 LR_KEY = "experiments.mnist_cnn.train.optimizer.lr"
 FIRST_LR, SECOND_LR = 0.01, 0.02
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def stages_restored(output: str) -> set[str]:
-    return set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
-
-
-def set_param(root: Path, dotted: str, value: object) -> None:
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    set_in(params, dotted, value)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def outs_of(root: Path, stage: str) -> list[dict]:
@@ -56,7 +41,7 @@ def team(tmp_path_factory: pytest.TempPathFactory, s3_remote: dict[str, str]) ->
 
     log: dict = {"base": base, "env": env, "a": a, "b": base / "b", "c": base / "c", "locks": {}}
     for lr in (FIRST_LR, SECOND_LR):
-        set_param(a, LR_KEY, lr)
+        edit_params(a, LR_KEY, lr)
         log[f"a_repro_{lr}"] = run(["dvc", "repro", TARGET], a, env).stdout
         run(["dvc", "push", "--run-cache"], a, env)
         run(["dvc", "push", "--run-cache", "-r", "shelf"], a, env)
@@ -71,13 +56,13 @@ def team(tmp_path_factory: pytest.TempPathFactory, s3_remote: dict[str, str]) ->
     # A train that fails: DVC deletes its outputs before running it. They come back without training,
     # with `dvc checkout --allow-missing` (the project has stages no one ran), or with `dvc repro` once the
     # params are fixed.
-    set_param(a, LR_KEY, -1)
+    edit_params(a, LR_KEY, -1)
     log["failed"] = run(["dvc", "repro", TARGET], a, env, check=False)
     log["model_gone_after_failure"] = not (a / "models" / "mnist_cnn").exists()
     run(["dvc", "checkout", "--allow-missing"], a, env)
     log["checked_out"] = {stage: digests(a, stage) for stage in ("train@mnist_cnn", TARGET)}
     run(["dvc", "repro", TARGET], a, env, check=False)
-    set_param(a, LR_KEY, SECOND_LR)
+    edit_params(a, LR_KEY, SECOND_LR)
     log["after_fix"] = run(["dvc", "repro", TARGET], a, env).stdout
     log["after_fix_outputs"] = {stage: digests(a, stage) for stage in ("train@mnist_cnn", TARGET)}
 
@@ -85,7 +70,7 @@ def team(tmp_path_factory: pytest.TempPathFactory, s3_remote: dict[str, str]) ->
     run(["git", "clone", "-q", str(base / "origin.git"), str(log["b"])], base, env)
     log["b_current"] = run(["dvc", "repro", "--pull", TARGET], log["b"], env).stdout
     log["b_current_lock"] = {stage: outs_of(log["b"], stage) for stage in ("train@mnist_cnn", TARGET)}
-    set_param(log["b"], LR_KEY, FIRST_LR)
+    edit_params(log["b"], LR_KEY, FIRST_LR)
     log["b_earlier"] = run(["dvc", "repro", "--pull", TARGET], log["b"], env).stdout
     log["b_earlier_lock"] = {stage: outs_of(log["b"], stage) for stage in ("train@mnist_cnn", TARGET)}
     log["runs_after_b"] = mlflow_runs(env)
@@ -94,7 +79,7 @@ def team(tmp_path_factory: pytest.TempPathFactory, s3_remote: dict[str, str]) ->
     run(["git", "clone", "-q", str(base / "origin.git"), str(log["c"])], base, env)
     run(["dvc", "remote", "default", "--local", "shelf"], log["c"], env)
     log["c_pull"] = run(["dvc", "pull", "--allow-missing"], log["c"], env)
-    set_param(log["c"], LR_KEY, FIRST_LR)
+    edit_params(log["c"], LR_KEY, FIRST_LR)
     log["c_earlier"] = run(["dvc", "repro", "--pull", TARGET], log["c"], env).stdout
     return log
 

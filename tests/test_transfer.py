@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from mlflow import MlflowClient
 
 from cnnlab import engine
@@ -19,20 +17,12 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model, pretrained
 from cnnlab.sandbox import set_in
 from cnnlab.transfer import TransferModel, backbone_features, fit_to_backbone, freeze_all_but_last, new_head
-from conftest import committed_params, copy_project, run, run_env, synthetic_params, write_image_folder
+from conftest import (
+    committed_params, copy_project, edit_params, run, run_env, stages_run, synthetic_params, write_image_folder,
+)
 
 TARGET = "evaluate_head@catsdogs_vgg16"
 TRANSFER_STAGES = {"features@catsdogs_vgg16", "head@catsdogs_vgg16", TARGET}
-
-
-def stages_run(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def edit_params(root: Path, dotted: str, value: object) -> None:
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    set_in(params, dotted, value)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ class DatasetRecord:
 
     name: str  # "mnist", or "mnist (synthetic)" for generated stand-ins, so no one mistakes them for real data
     digest: str
-    path: Path
+    path: Path  # relative to the project root
     origin: str
     sizes: Mapping[str, int]
 

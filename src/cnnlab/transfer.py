@@ -315,12 +315,10 @@ def train_head(params: Params, name: str, layout: Layout) -> TrainedModel:
         torch.save({"state_dict": trained.state_dict(), "finetuned": record.config.finetune_layers > 0}, path)
 
     def publish(tracker: Tracker, trained: nn.Module) -> None:
-        tracker.log_metrics({"param_count": record.param_count + count_parameters(head)})
         tracker.log_artifact(layout.features(name) / BACKBONE_RECORD)
 
     info = {"mode": mode, "param_count": record.param_count + count_parameters(head),
-            "trainable_param_count": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "data_origin": images.origin}
+            "trainable_param_count": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     return train_tracked(layout, run, model, train_split, normalize, config.head.train, runtime,
                          params.runtime.checkpoint_every_s, save, info, publish)
 

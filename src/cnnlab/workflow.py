@@ -74,9 +74,10 @@ def _inputs_on(
 
 
 def dataset_record(prepared_dir: Path, meta: DatasetMeta) -> DatasetRecord:
-    """The prepared data as MLflow will show it: generated stand-ins are named so."""
+    """The prepared data as MLflow will show it: generated stand-ins are named so, and the source is the
+    DVC output's path in the project (a queued experiment runs in a temporary copy of it)."""
     name = meta.name if meta.origin != "synthetic" else f"{meta.name} (synthetic)"
-    return DatasetRecord(name, directory_digest(prepared_dir), prepared_dir.resolve(), meta.origin, meta.sizes)
+    return DatasetRecord(name, directory_digest(prepared_dir), prepared_dir, meta.origin, meta.sizes)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def train_tracked(
     and record the run in MLflow.
 
     `save` writes the model file into the model directory; `info` holds more deterministic facts for
-    train.json; `publish` logs more to the run once the outputs exist. Timings and the run id go to
+    train.json, `param_count` among them; `publish` logs more to the run once the outputs exist. Timings and the run id go to
     MLflow and the caller, never into the outputs: DVC caches those by content.
     """
     checkpoint = engine.EpochCheckpoint(layout.resume_file(run.name), run.fingerprint, every_seconds=checkpoint_every_s)
@@ -149,8 +150,8 @@ def train_tracked(
         checkpoint.remove()
         model_md5 = md5sum(layout.model_dir(run.name) / CHECKPOINT)
         tracker.set_tags({MODEL_DIGEST_TAG: model_md5})
-        tracker.log_metrics({"train_seconds": result.train_seconds,
-                             "train_images_per_second": result.images_per_second})
+        tracker.log_metrics({"train_seconds": result.train_seconds, "train_images_per_second": result.images_per_second,
+                             "param_count": info["param_count"]})
         tracker.log_artifact(layout.history(run.name))
         publish(tracker, model)
         succeeded = True
@@ -184,12 +185,10 @@ def train_experiment(params: Params, name: str, layout: Layout) -> TrainedModel:
         torch.save({"spec": spec.to_json(), "state_dict": trained.state_dict()}, path)
 
     def publish(tracker: Tracker, trained: nn.Module) -> None:
-        tracker.log_metrics({"param_count": count_parameters(trained)})
         tracker.log_model(trained, normalize(train_split.inputs[:2]).cpu().numpy())
 
     return train_tracked(layout, run, model, train_split, normalize, config.train, runtime,
-                         params.runtime.checkpoint_every_s, save, {"param_count": count_parameters(model),
-                                                                   "data_origin": prepared.meta.origin}, publish)
+                         params.runtime.checkpoint_every_s, save, {"param_count": count_parameters(model)}, publish)
 
 
 def log_epoch(tracker: Tracker, record: engine.EpochRecord, flush: bool) -> None:
