@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnlab.tracking import flatten
+
 METRICS_DIR = "metrics/"
 METRICS_SUFFIX = ".json"
 
@@ -25,23 +27,13 @@ METRICS_SUFFIX = ".json"
 class Revision:
     label: str  # "workspace", a branch and its commit, or an experiment's name and commit
     state: str  # an experiment's: Success, Failed, Queued, Running; "" for commits
-    params: dict[str, Any]  # flattened params.yaml
+    params: dict[str, str]  # flattened params.yaml, as in MLflow
     accuracy: dict[str, float] = field(default_factory=dict)  # model -> test accuracy
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _revision(entry: Mapping[str, Any], label: str, state: str) -> Revision:
     data = entry.get("data") or {}
-    params = _flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
+    params = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
     accuracy = {}
     for path, content in (data.get("metrics") or {}).items():
         value = (content.get("data") or {}).get("test_accuracy") if isinstance(content, Mapping) else None

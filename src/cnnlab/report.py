@@ -71,13 +71,10 @@ def answer(comparison: Comparison, metrics: Mapping[str, Mapping[str, Any]], tol
 
 def execution_facts(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per experiment, the MLflow run that trained its model (by the model file's MD5) and its timings."""
-    from cnnlab.tracking import execution_facts as facts_of
+    from cnnlab.tracking import execution_facts as runs_of
 
-    found = {}
-    for name, values in metrics.items():
-        if "model_md5" in values:
-            found[name] = facts_of(values["study"], name, values["model_md5"], EXECUTION_FACTS)
-    return {name: facts for name, facts in found.items() if facts}
+    return runs_of({name: (values["study"], values["model_md5"]) for name, values in metrics.items()
+                    if "model_md5" in values}, EXECUTION_FACTS)
 
 
 def summarize(
@@ -96,8 +93,8 @@ def summarize(
     for name in names:
         if name in metrics:
             values = dict(metrics[name])
-            origin = values.get("data_origin", "unknown")
-            values["data"] = values["dataset"] if origin in ("official", "folder", "generated") else f"{values['dataset']} ({origin})"
+            synthetic = values.get("data_origin") == "synthetic"  # a stand-in: say so next to every number
+            values["data"] = f"{values['dataset']} (synthetic)" if synthetic else values["dataset"]
             experiments[name] = values | dict(executions.get(name, {}))
     return {
         "experiments": experiments,

@@ -315,16 +315,18 @@ def code_tags(root: Path) -> dict[str, str]:
     return tags
 
 
-def execution_facts(study: str, experiment: str, model_md5: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    """Metrics `keys` and the run id of the run that made this model, if the store has it; else {}.
-
-    These are facts of one execution (how long, how fast), kept in MLflow rather than in DVC's outputs.
-    """
+def execution_facts(models: Mapping[str, tuple[str, str]], keys: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """For each experiment -> (study, model MD5): the run id and metrics `keys` of the run that made that
+    model, where the store has one. These are facts of one execution (how long, how fast), kept in MLflow
+    rather than in DVC's outputs."""
     opened = _client()
     if opened is None:
         return {}
     client, _ = opened
-    run = _latest_run_of_model(client, study, experiment, model_md5)
-    if run is None:
-        return {}
-    return {"run_id": run.info.run_id, **{k: run.data.metrics[k] for k in keys if k in run.data.metrics}}
+    found = {}
+    for experiment, (study, model_md5) in models.items():
+        run = _latest_run_of_model(client, study, experiment, model_md5)
+        if run is not None:
+            found[experiment] = {"run_id": run.info.run_id,
+                                 **{k: run.data.metrics[k] for k in keys if k in run.data.metrics}}
+    return found
