@@ -8,7 +8,7 @@ EXTRAS := pipeline,s3,test
 CONSTRAINTS := constraints.txt
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup lock repro demo exps pull test test-slow bench mlflow-ui clean-venv
+.PHONY: setup lock repro demo exps pull test test-slow test-gpu bench mlflow-ui clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,9 +63,15 @@ test: setup
 test-slow: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow
 
+# The CUDA tests (tests/test_gpu.py), with whatever Python has torch, torchvision, pytest, pyyaml and tqdm:
+# no .venv, DVC or MLflow needed, so a GPU machine's own Python runs them from the source tree.
+GPU_PYTHON ?= python3
+test-gpu:
+	PYTHONPATH=$(abspath src) $(GPU_PYTHON) -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+
 # The engine against the course's DataLoader loop, side by side; writes reports/bench.{md,json}.
 bench: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m cnnlab.bench
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m cnnlab_tools.bench
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db)

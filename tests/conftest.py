@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from cnnlab import sandbox
-from cnnlab.sandbox import set_in, smoke_profile, write_image_folder  # noqa: F401  (tests import these from here)
+from cnnlab_tools import sandbox
+from cnnlab_tools.sandbox import set_in, smoke_profile, write_image_folder  # noqa: F401  (tests import these from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cnnlab import bench
+from cnnlab_tools import bench
 from cnnlab.config import AugmentConfig, parse_params
 from conftest import committed_params, committed_params_file
 
@@ -43,7 +43,8 @@ def test_course_transform_follows_the_experiments_augmentation():
 def test_bench_cli_times_both_loops_and_writes_its_table(tmp_path):
     out = tmp_path / "bench"
     bench.main(["--params", str(committed_params_file(tmp_path)), "--workloads", "mnist_fc", "--steps-scale", "0.05",
-                "--workers", "0", "--repeats", "1", "--no-pipeline", "--no-tracking", "--out", str(out)])
+                "--workers", "0", "--repeats", "1", "--no-pipeline", "--no-tracking", "--epochs", "2",
+                "--epoch-images", "640", "--out", str(out)])
     report = json.loads(out.with_suffix(".json").read_text())
     (row,) = report["workloads"]
     assert row["workload"] == "mnist_fc" and row["steps"] == 20 and row["batch_size"] == 64
@@ -51,4 +52,33 @@ def test_bench_cli_times_both_loops_and_writes_its_table(tmp_path):
     assert row["reference_images_per_second"] > 0 and row["engine_images_per_second"] > 0
     assert row["speedup"] == pytest.approx(row["engine_images_per_second"] / row["reference_images_per_second"])
     assert report["peak_flops"]["fp32"] > 1e9
-    assert "| mnist_fc | 64 | 20 | 0 |" in out.with_suffix(".md").read_text()
+    (epochs,) = report["trained_epochs"]
+    assert epochs["workload"] == "mnist_fc" and epochs["images"] == 640 and epochs["data"] == "generated strokes"
+    assert len(epochs["images_per_second"]) == 2 and min(epochs["images_per_second"]) > 0
+    assert "zoo" not in report, "the zoo is timed on CUDA only, unless asked for"
+    text = out.with_suffix(".md").read_text()
+    assert "| mnist_fc | 64 | 20 | 0 |" in text and "| mnist_fc | 640 | 2 |" in text
+
+
+def test_whole_epochs_use_the_projects_prepared_data_when_it_exists(tmp_path):
+    from cnnlab.data.prepared import write_prepared
+    from cnnlab.data.registry import Splits
+
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(300) % 10
+    write_prepared("mnist", "mnist", Splits(images, labels, images[:10], labels[:10], tuple("0123456789"), "official"),
+                   tmp_path / "data" / "prepared" / "mnist", None)
+    workload = bench.workload_from_params(parse_params(committed_params()), "mnist_cnn", steps=1)
+    data, origin = bench.epoch_data(workload, tmp_path, None)
+    assert torch.equal(data.inputs, images) and origin == "data/prepared/mnist (official)"
+    data, origin = bench.epoch_data(workload, tmp_path / "elsewhere", 100)
+    assert len(data) == 100 and origin == "generated strokes"
+
+
+def test_a_zoo_row_reports_speed_and_utilisation():
+    workload = bench.workload_from_params(parse_params(committed_params()), "zoo_lenet", steps=2)
+    runtime = engine_runtime = bench.resolved_runtime(parse_params(committed_params()), workload, torch.device("cpu"))
+    row = bench.zoo_row(workload, engine_runtime, {"fp32": 1e11, "bf16": 2e11})
+    assert row["model"] == "lenet" and row["batch_size"] == 256 and row["precision"] == runtime.precision
+    assert row["images_per_second"] > 0
+    assert row["utilisation"] == pytest.approx(row["images_per_second"] * 6 * 651_720 / 1e11, rel=1e-6)

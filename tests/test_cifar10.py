@@ -14,7 +14,7 @@ import torch
 
 from cnnlab.data import cifar10
 from cnnlab.data.registry import PrepareOptions
-from cnnlab.data.synthetic import SourceOptions
+from cnnlab.data.cifar10 import Cifar10Source as SourceOptions
 from cnnlab.errors import DataError
 
 
@@ -107,3 +107,65 @@ def test_offline_download_names_the_archive_and_the_mirror(tmp_path, monkeypatch
     message = str(raised.value)
     assert "cifar-10-python.tar.gz" in message and "https://www.cs.toronto.edu/~kriz/" in message
     assert "CNNLAB_MIRROR" in message
+
+
+# --- source: images (the training images as JPEG files) ----------------------------------------------
+
+
+def write_jpeg_archive(path: Path, per_class: dict[str, int], size: int = 32) -> Path:
+    """An archive in the layout of cifar10-train-jpg.tar.gz: top/<class>/NNNN.jpg, each image one flat colour."""
+    from PIL import Image
+
+    with tarfile.open(path, "w:gz") as tar:
+        for label, (name, count) in enumerate(per_class.items()):
+            for i in range(count):
+                buffer = io.BytesIO()
+                Image.new("RGB", (size, size), (20 * label, 8 * i, 100)).save(buffer, format="JPEG", quality=95)
+                info = tarfile.TarInfo(f"cifar10-train/{name}/{i:04d}.jpg")
+                info.size = len(buffer.getvalue())
+                tar.addfile(info, io.BytesIO(buffer.getvalue()))
+    return path
+
+
+def test_image_archive_is_read_in_path_order_with_labels_from_class_folders(tmp_path):
+    archive = write_jpeg_archive(tmp_path / "a.tar.gz", {"truck": 2, "airplane": 3})
+    images, labels = cifar10.read_image_archive(archive)
+    assert images.shape == (5, 3, 32, 32) and images.dtype == torch.uint8
+    assert labels.tolist() == [0, 0, 0, 9, 9]  # airplane before truck, each by its CIFAR-10 label
+    assert abs(int(images[1, 1].float().mean()) - 8) <= 3  # airplane/0001.jpg: green 8, through JPEG
+
+
+def test_image_archive_refuses_unknown_classes_and_wrong_sizes(tmp_path):
+    with pytest.raises(DataError, match=r"folder 'cats' is not a CIFAR-10 class"):
+        cifar10.read_image_archive(write_jpeg_archive(tmp_path / "a.tar.gz", {"cats": 1}))
+    with pytest.raises(DataError, match=r"0000.jpg: 40x40 pixels, CIFAR-10 images are 32x32"):
+        cifar10.read_image_archive(write_jpeg_archive(tmp_path / "b.tar.gz", {"cat": 1}, size=40))
+
+
+def test_hold_out_takes_the_same_share_of_every_class_by_seed():
+    targets = torch.arange(10).repeat_interleave(50)
+    kept, held = cifar10.hold_out(targets, 0.1, seed=0)
+    assert torch.bincount(targets[held]).tolist() == [5] * 10 and len(kept) == 450
+    assert set(kept.tolist()).isdisjoint(held.tolist()) and len(set(kept.tolist()) | set(held.tolist())) == 500
+    again, _ = cifar10.hold_out(targets, 0.1, seed=0)
+    other, _ = cifar10.hold_out(targets, 0.1, seed=1)
+    assert torch.equal(again, kept) and not torch.equal(other, kept)
+
+
+def test_images_source_is_found_through_the_mirror_and_checked_by_md5(tmp_path, monkeypatch):
+    """The archive's md5 is the published one: a different file is refused at download, naming both."""
+    (tmp_path / "mirror").mkdir()
+    write_jpeg_archive(tmp_path / "mirror" / cifar10.IMAGES_ARCHIVE.name, {"cat": 1})
+    monkeypatch.setenv("CNNLAB_MIRROR", str(tmp_path / "mirror"))
+    with pytest.raises(DataError) as raised:
+        cifar10.acquire("cifar10", SourceOptions(source="images"), tmp_path / "raw")
+    message = str(raised.value)
+    assert f"{tmp_path}/mirror/{cifar10.IMAGES_ARCHIVE.name}" in message
+    assert f"expected {cifar10.IMAGES_ARCHIVE.md5}" in message and "\n" not in message
+
+
+def test_images_source_without_a_place_to_look_names_the_two_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("CNNLAB_MIRROR", raising=False)
+    with pytest.raises(DataError, match=r"cifar10-train-jpg.tar.gz; set datasets.cifar10.acquire.images.directory "
+                                        r"or CNNLAB_MIRROR"):
+        cifar10.acquire("cifar10", SourceOptions(source="images"), tmp_path / "raw")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cnnlab.bench import DATASET_SHAPES
+from cnnlab_tools.bench import DATASET_SHAPES
 from cnnlab.config import Params, parse_params
 from cnnlab.models import build_model, count_parameters, model_names
 from conftest import committed_params
@@ -41,6 +41,7 @@ def test_registry_lists_every_model():
         "linear",
         "mobilenet_v2",
         "resnet18",
+        "speedrun_net",
         "two_layer",
         "vgg16_bn",
         "vgg_course",

@@ -15,7 +15,7 @@ from conftest import copy_project, edit_params, run, run_env, stages_run, synthe
 ZOO = ("vgg16_bn", "resnet18")
 EXPERIMENTS = (
     "spiral_linear", "spiral_mlp", "mnist_fc", "mnist_cnn", "mnist_fc_perm", "mnist_cnn_perm",
-    "cifar_lenet", "cifar_vgg", *(f"zoo_{model}" for model in ZOO), "shapes_lenet",
+    "cifar_lenet", "cifar_vgg", *(f"zoo_{model}" for model in ZOO), "cifar_speedrun", "shapes_lenet",
 )
 DATASETS = ("spiral", "mnist", "cifar10", "catsdogs", "shapes")
 TRANSFER = ("catsdogs_vgg16", "catsdogs_cifar_vgg16_bn")

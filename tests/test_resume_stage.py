@@ -11,7 +11,7 @@ import time
 import torch
 
 from conftest import run, run_env
-from cnnlab.sandbox import set_in, smoke_profile
+from cnnlab_tools.sandbox import set_in, smoke_profile
 
 
 def long_mnist_cnn(params):

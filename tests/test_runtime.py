@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -98,12 +101,13 @@ def fresh_model() -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Dropout(0.3), nn.Linear(144, 2))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_killed_run_resumes_where_it_stopped_and_ends_identical(tmp_path, precision):
+def killed_and_resumed(tmp_path: Path, runtime: engine.Runtime) -> None:
+    """Train small_problem uninterrupted, and again killed in epoch 3 then resumed: both must end identical."""
     data, normalize, config = small_problem()
-    runtime = engine.Runtime(CPU, precision, channels_last=precision == "bf16")
+    data = DeviceSplit(data.inputs.to(runtime.device), data.targets.to(runtime.device))
+    normalize = Normalizer(normalize.multiplier.to(runtime.device), normalize.offset.to(runtime.device))
 
-    uninterrupted = fresh_model()
+    uninterrupted = fresh_model().to(runtime.device)
     expected = engine.train(uninterrupted, data, normalize, config, runtime, progress=False)
 
     checkpoint_path = tmp_path / "resume.pt"
@@ -114,14 +118,15 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_identical(tmp_path, prec
 
     with pytest.raises(Killed):
         torch.manual_seed(1234)  # the killed process's global RNG state is gone; the checkpoint must restore it
-        engine.train(fresh_model(), data, normalize, config, runtime, progress=False, on_epoch=kill_in_epoch_3,
+        engine.train(fresh_model().to(runtime.device), data, normalize, config, runtime, progress=False,
+                     on_epoch=kill_in_epoch_3,
                      checkpoint=engine.EpochCheckpoint(checkpoint_path, "run-a", extra={"run_id": "r1"}))
     assert checkpoint_path.is_file()
 
     resumed_epochs: list[int] = []
     checkpoint = engine.EpochCheckpoint(checkpoint_path, "run-a")
     assert checkpoint.saved is not None and checkpoint.saved["extra"] == {"run_id": "r1"}
-    resumed = fresh_model()
+    resumed = fresh_model().to(runtime.device)
     result = engine.train(resumed, data, normalize, config, runtime, progress=False, checkpoint=checkpoint,
                           on_epoch=lambda r: resumed_epochs.append(r.epoch))
 
@@ -130,6 +135,11 @@ def test_a_killed_run_resumes_where_it_stopped_and_ends_identical(tmp_path, prec
     assert [r.train_loss for r in result.history] == [r.train_loss for r in expected.history]
     for name, tensor in uninterrupted.state_dict().items():
         assert torch.equal(tensor, resumed.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_killed_run_resumes_where_it_stopped_and_ends_identical(tmp_path, precision):
+    killed_and_resumed(tmp_path, engine.Runtime(CPU, precision, channels_last=precision == "bf16"))
 
 
 def test_a_checkpoint_of_another_run_is_ignored(tmp_path):
@@ -157,3 +167,31 @@ def test_checkpoints_are_written_at_most_every_n_seconds(tmp_path):
     engine.train(fresh_model(), data, normalize, config, progress=False,
                  checkpoint=engine.EpochCheckpoint(path, "k", every_seconds=3600))
     assert not path.exists(), "a run shorter than the interval writes no checkpoint"
+
+
+# --------------------------------------------------------------------------
+# Subnormal floats
+# --------------------------------------------------------------------------
+
+SUBNORMALS_TO_ZERO = """
+import sys, torch
+if sys.argv[1] == "engine":
+    import cnnlab.engine
+x = torch.full((4_000_000,), 1e-39)  # big enough for every OpenMP thread to take a share
+print(float((x * 1.0 == 0).double().mean()))
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="FTZ/DAZ are x86 flags")
+def test_importing_the_engine_makes_every_cpu_thread_flush_subnormals():
+    """The flag is per thread; the engine sets it before torch starts its thread pool, so all threads have it."""
+    import subprocess
+    import sys
+
+    env = {"OMP_NUM_THREADS": "2", "PATH": ""}
+    share = {}
+    for mode in ("plain", "engine"):
+        done = subprocess.run([sys.executable, "-c", SUBNORMALS_TO_ZERO, mode], capture_output=True, text=True,
+                              env=env, check=True)
+        share[mode] = float(done.stdout)
+    assert share == {"plain": 0.0, "engine": 1.0}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab.sandbox import copy_project, git
+from cnnlab_tools.sandbox import copy_project, git
 from conftest import REPO
 
 

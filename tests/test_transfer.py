@@ -15,7 +15,7 @@ from cnnlab.data.loader import DeviceSplit, make_normalizer
 from cnnlab.data.prepared import DatasetMeta
 from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model, pretrained
-from cnnlab.sandbox import set_in
+from cnnlab_tools.sandbox import set_in
 from cnnlab.transfer import TransferModel, backbone_features, fit_to_backbone, freeze_all_but_last, new_head
 from conftest import (
     committed_params, copy_project, edit_params, run, run_env, stages_run, synthetic_params, write_image_folder,

@@ -223,6 +223,7 @@ class TrainConfig:
 class EvaluateConfig:
     batch_size: int = 1000  # 0 means the whole test split in one batch
     grid_images: int = 8  # test images shown with true and predicted labels (image datasets)
+    tta: Literal["none", "flip"] = "none"  # flip: average the predictions for each image and its mirror image
 
     def __post_init__(self) -> None:
         if self.batch_size < 0 or self.grid_images < 0:
@@ -448,6 +449,9 @@ def _check_transfer(
     if backbone.source != expected_source:
         raise ConfigError(f"{where}.backbone.source: {backbone.source!r} is not where this backbone comes from; "
                           f"set it to {expected_source} (DVC tracks the backbone through it)")
+    if config.evaluate.tta != "none":
+        raise ConfigError(f"{where}.evaluate.tta: the head is evaluated on the backbone's features, which cannot "
+                          "be flipped; set none")
     if config.uses_feature_cache and config.head.train.augment.active:
         raise ConfigError(f"{where}.head.train.augment: cached features cannot be augmented; "
                           "turn augment off or set backbone.finetune_layers above 0")

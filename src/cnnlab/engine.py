@@ -18,7 +18,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,28 @@ from cnnlab.data.loader import DeviceSplit, Normalizer, batch_indices
 from cnnlab.errors import ConfigError
 
 DEVICE_ENV = "CNNLAB_DEVICE"
-POSTFIX_EVERY_SECONDS = 1.0  # reading the loss forces a device sync; don't do it every step
+POSTFIX_EVERY_SECONDS = 1.0
+DATA_INIT_IMAGES = 5000  # the training images a model with `fit_to_data` (a whitening layer) is fitted on  # reading the loss forces a device sync; don't do it every step
 CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # CPUs with native bf16 dot products
 # Below this a training step is bound by per-op overhead, not arithmetic: autocast's casts only add
 # to it. Measured on a 2-core AVX512-BF16 CPU: bf16 was a third slower for the MNIST FC net (6.4k MACs),
 # no faster for the MNIST CNN (149k) and LeNet (652k), and 1.55x faster for the course's VGG (153M).
 BF16_MIN_MACS_PER_IMAGE = 10_000_000
+
+
+def flush_subnormals() -> bool:
+    """Make this process's CPU threads treat subnormal floats as zero (x86 FTZ/DAZ); True if supported.
+
+    Trained weights and activations drift into the subnormal range (below 1.2e-38), where x86 cores
+    take microcode assists: on some Intel CPUs a batch-1 forward pass of the course CNN took 47-91 ms
+    instead of 0.28 ms. The flag is per thread and new threads copy their creator's, so it must be set
+    before torch starts its OpenMP threads (the first parallel op): hence at import of this module.
+    Values that small carry no information for these models; results stay deterministic.
+    """
+    return torch.set_flush_denormal(True)
+
+
+flush_subnormals()
 
 
 def select_device() -> torch.device:
@@ -199,6 +215,24 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def intended_sync(device: torch.device) -> Iterator[None]:
+    """Marks a host-device synchronisation the engine makes on purpose (reading a number back, saving).
+
+    torch.cuda.set_sync_debug_mode("error") then flags every other one: the GPU tests train
+    under it, so a stray .item() or data-dependent shape in the hot loop fails them.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    mode = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode(0)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(mode)
+
+
 class _Progress:
     """A tqdm bar per epoch; for one-batch epochs (full-batch training) one bar for the run."""
 
@@ -335,6 +369,9 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
         _restore_rng_states(state["rng"], device, generator)
         history = [EpochRecord(**row) for row in state["history"]]
+    elif hasattr(model, "fit_to_data"):  # data-dependent initialisation (models/speedrun.py), fresh runs only
+        with intended_sync(device):  # an eigendecomposition, once
+            model.fit_to_data(normalize(inputs[:DATA_INIT_IMAGES]))
     bar = _Progress(epochs, len(data), steps_per_epoch, progress, first_epoch=len(history) + 1)
     for epoch in range(len(history) + 1, epochs + 1):
         model.train()
@@ -364,23 +401,26 @@ def train(
             bar.step(len(index))
             if progress and time.perf_counter() - last_shown > POSTFIX_EVERY_SECONDS:
                 last_shown = time.perf_counter()
-                bar.show(loss_sum.item() / seen, correct.item() / seen, seen / (last_shown - started))
-        _synchronize(device)
-        seconds = time.perf_counter() - started
-        record = EpochRecord(epoch, loss_sum.item() / seen, correct.item() / seen, seen / seconds, seconds)
+                with intended_sync(device):
+                    bar.show(loss_sum.item() / seen, correct.item() / seen, seen / (last_shown - started))
+        with intended_sync(device):
+            _synchronize(device)
+            seconds = time.perf_counter() - started
+            record = EpochRecord(epoch, loss_sum.item() / seen, correct.item() / seen, seen / seconds, seconds)
         bar.show(record.train_loss, record.train_accuracy, record.images_per_second)
         bar.end_epoch()
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
         if checkpoint is not None and epoch < epochs and checkpoint.due():
-            checkpoint.save({
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rng": _rng_states(device, generator),
-                "history": [asdict(r) for r in history],
-            })
+            with intended_sync(device):
+                checkpoint.save({
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "rng": _rng_states(device, generator),
+                    "history": [asdict(r) for r in history],
+                })
     bar.close()
     return TrainResult(history, sum(r.seconds for r in history), len(data) * len(history))
 
@@ -398,19 +438,31 @@ class Evaluation:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, inputs: torch.Tensor, normalize: Normalizer, batch_size: int) -> torch.Tensor:
-    """Model outputs for `inputs` in eval mode, batch by batch, concatenated on the device."""
+def predict(
+    model: nn.Module, inputs: torch.Tensor, normalize: Normalizer, batch_size: int, flip_tta: bool = False
+) -> torch.Tensor:
+    """Model outputs for `inputs` in eval mode, batch by batch, concatenated on the device.
+
+    flip_tta: average the outputs for each image and its mirror image (test-time augmentation).
+    """
     model.eval()
-    batches = inputs.split(batch_size or len(inputs))
-    return torch.cat([model(normalize(batch)).float() for batch in batches])
+
+    def outputs(batch: torch.Tensor) -> torch.Tensor:
+        batch = normalize(batch)
+        if flip_tta:
+            return (model(batch).float() + model(batch.flip(-1)).float()) / 2
+        return model(batch).float()
+
+    return torch.cat([outputs(batch) for batch in inputs.split(batch_size or len(inputs))])
 
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: DeviceSplit, normalize: Normalizer, batch_size: int, num_classes: int
+    model: nn.Module, data: DeviceSplit, normalize: Normalizer, batch_size: int, num_classes: int,
+    flip_tta: bool = False,
 ) -> Evaluation:
     started = time.perf_counter()
-    outputs = predict(model, data.inputs, normalize, batch_size)
+    outputs = predict(model, data.inputs, normalize, batch_size, flip_tta)
     _synchronize(outputs.device)
     seconds = time.perf_counter() - started
     loss = F.cross_entropy(outputs, data.targets).item()

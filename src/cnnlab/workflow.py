@@ -228,7 +228,8 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> Evaluated:
     device = engine.select_device()
     _, test_split, normalize = _inputs_on(prepared, spec, device)
     model = model.to(device)
-    evaluation = engine.evaluate(model, test_split, normalize, config.batch_size, prepared.meta.num_classes)
+    evaluation = engine.evaluate(model, test_split, normalize, config.batch_size, prepared.meta.num_classes,
+                                 flip_tta=config.tta == "flip")
     class_names = prepared.meta.class_names
     metrics = {
         "test_accuracy": evaluation.accuracy,

@@ -1,6 +1,12 @@
-"""CIFAR-10: torchvision's official python archive, read without trusting pickle.
+"""CIFAR-10: torchvision's official python archive, or its training images as JPEG files.
 
-The archive's batches are pickles. Nothing in them is unpickled unless the
+Sources (`acquire.source`): `official`, the python archive torchvision
+downloads (train and test splits as published); `images`, the 50,000
+training images as an archive of <class>/<n>.jpg files (../shared/data's
+cifar10-train-jpg.tar.gz), with a seeded share of each class held out as the
+split the pipeline tests on; `synthetic`, a generated stand-in.
+
+The official archive's batches are pickles. Nothing in them is unpickled unless the
 archive matched its md5 at download and each batch matches torchvision's
 per-batch md5 at read time, and even then the unpickler admits only the
 numpy types those files contain, so a tampered mirror cannot run code.
@@ -12,15 +18,16 @@ import hashlib
 import io
 import pickle
 import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from cnnlab.data import synthetic
 from cnnlab.data.registry import DatasetKind, PrepareOptions, Splits
-from cnnlab.data.sources import RemoteFile, fetch_files, mirror_from_env, verify_md5
+from cnnlab.data.sources import MIRROR_ENV, RemoteFile, fetch_files, mirror_from_env, verify_md5
 from cnnlab.errors import DataError
 
 # torchvision.datasets.CIFAR10's URL and md5s (torchvision 0.29).
@@ -38,6 +45,32 @@ TEST_BATCHES = (RemoteFile("test_batch", "40351d587109b95175f43aff81a1287e"),)
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # The course's VGG constants; its LeNet notebook used 0.5/0.5, set per experiment in params.yaml.
 COURSE_MEAN, COURSE_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+# The training images as JPEG files, <top>/<class>/<n>.jpg, class folders named as CLASS_NAMES.
+IMAGES_ARCHIVE = RemoteFile("cifar10-train-jpg.tar.gz", "64bcba998a3ed7276af33098cf3488a4")
+IMAGE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class ImagesOptions:
+    """`acquire.images:` where the JPEG archive is and how much of it is held out."""
+
+    # A directory holding cifar10-train-jpg.tar.gz; empty: $CNNLAB_MIRROR/cifar10/ or $CNNLAB_MIRROR itself
+    directory: str = ""
+    holdout: float = 0.1  # share of each class held out as the evaluation split
+    split_seed: int = 0  # seeds which images are held out
+
+    def __post_init__(self) -> None:
+        if not 0 < self.holdout < 1:
+            raise ValueError(f"images.holdout must be between 0 and 1, got {self.holdout}")
+
+
+@dataclass(frozen=True)
+class Cifar10Source:
+    """`acquire:` of CIFAR-10: the official archive, the training images as JPEG files, or a stand-in."""
+
+    source: Literal["official", "images", "synthetic"] = "official"
+    images: ImagesOptions = field(default_factory=ImagesOptions)
+    synthetic: synthetic.SyntheticSizes = field(default_factory=synthetic.SyntheticSizes)
 
 
 try:  # numpy >= 2 moved the array reconstructor; the 2009 pickles name the old module
@@ -102,15 +135,78 @@ def read_archive(archive: Path, batches: tuple[RemoteFile, ...]) -> tuple[torch.
     return torch.cat(images), torch.cat(labels)
 
 
-def acquire(dataset: str, options: synthetic.SourceOptions, raw_dir: Path) -> list[str]:
+def read_image_archive(archive: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every <class>/<file>.jpg of the archive as (N,3,32,32) uint8, in sorted path order, and its labels."""
+    from PIL import Image, UnidentifiedImageError
+
+    images, labels = [], []
+    with tarfile.open(archive, "r:*") as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith(".jpg")),
+                         key=lambda m: m.name)
+        for member in members:
+            class_name = Path(member.name).parent.name
+            if class_name not in CLASS_NAMES:
+                raise DataError(f"{archive}:{member.name}: folder {class_name!r} is not a CIFAR-10 class "
+                                f"({', '.join(CLASS_NAMES)})")
+            handle = tar.extractfile(member)
+            try:
+                with Image.open(io.BytesIO(handle.read() if handle else b"")) as opened:
+                    pixels = np.asarray(opened.convert("RGB"))
+            except (UnidentifiedImageError, OSError) as error:
+                raise DataError(f"{archive}:{member.name}: not a readable image ({error}); "
+                                f"delete {archive} and re-run download@{archive.parent.name}") from None
+            if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+                raise DataError(f"{archive}:{member.name}: {pixels.shape[1]}x{pixels.shape[0]} pixels, "
+                                f"CIFAR-10 images are {IMAGE_SIZE}x{IMAGE_SIZE}")
+            images.append(pixels)
+            labels.append(CLASS_NAMES.index(class_name))
+    if not images:
+        raise DataError(f"{archive}: holds no <class>/<image>.jpg files")
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels)
+
+
+def hold_out(targets: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (kept, held out): round(fraction x n) of each class's n images, drawn by `seed`, held out."""
+    generator = torch.Generator().manual_seed(seed)
+    kept, held = [], []
+    for label in range(int(targets.max()) + 1):
+        members = (targets == label).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        count = round(len(members) * fraction)
+        held.append(members[:count])
+        kept.append(members[count:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values
+
+
+def _images_bases(options: ImagesOptions) -> tuple[tuple[str, ...], str | None]:
+    """Where to look for the JPEG archive: the configured directory, else the mirror."""
+    if options.directory:
+        return (str(Path(options.directory).expanduser()),), None
+    mirror = mirror_from_env()
+    if not mirror:
+        raise DataError(f"dataset 'cifar10': source images needs {IMAGES_ARCHIVE.name}; set "
+                        f"datasets.cifar10.acquire.images.directory or {MIRROR_ENV} to the directory holding it")
+    return (mirror,), mirror  # $CNNLAB_MIRROR/cifar10/ first, then $CNNLAB_MIRROR itself
+
+
+def acquire(dataset: str, options: Cifar10Source, raw_dir: Path) -> list[str]:
     if options.source == "synthetic":
         return synthetic.write_synthetic(raw_dir, options.synthetic, num_classes=10, channels=3, size=32)
+    if options.source == "images":
+        bases, mirror = _images_bases(options.images)
+        return fetch_files(dataset, (IMAGES_ARCHIVE,), bases, raw_dir, mirror)
     return fetch_files(dataset, (ARCHIVE,), OFFICIAL_BASES, raw_dir, mirror_from_env())
 
 
-def read(options: synthetic.SourceOptions, prepare: PrepareOptions, raw_dir: Path) -> Splits:
+def read(options: Cifar10Source, prepare: PrepareOptions, raw_dir: Path) -> Splits:
     if options.source == "synthetic":
         tensors = synthetic.read_synthetic(raw_dir)
+    elif options.source == "images":
+        archive = raw_dir / IMAGES_ARCHIVE.name
+        verify_md5(archive, IMAGES_ARCHIVE.md5)
+        images, labels = read_image_archive(archive)
+        kept, held = hold_out(labels, options.images.holdout, options.images.split_seed)
+        tensors = (images[kept], labels[kept], images[held], labels[held])
     else:
         archive = raw_dir / ARCHIVE.name
         verify_md5(archive, ARCHIVE.md5)
@@ -119,4 +215,4 @@ def read(options: synthetic.SourceOptions, prepare: PrepareOptions, raw_dir: Pat
                   course_std=COURSE_STD)
 
 
-KIND = DatasetKind(name="cifar10", acquire_options=synthetic.SourceOptions, acquire=acquire, read=read)
+KIND = DatasetKind(name="cifar10", acquire_options=Cifar10Source, acquire=acquire, read=read)

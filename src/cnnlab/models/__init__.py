@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from torch import nn
 
 from cnnlab.errors import ConfigError
-from cnnlab.models import alexnet, course_cnn, googlenet, lenet, mlp, mobilenet, resnet, vgg
+from cnnlab.models import alexnet, course_cnn, googlenet, lenet, mlp, mobilenet, resnet, speedrun, vgg
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -33,6 +33,7 @@ MODELS: Mapping[str, ModelBuilder] = {
     "googlenet": googlenet.googlenet,
     "resnet18": resnet.resnet18,
     "mobilenet_v2": mobilenet.mobilenet_v2,
+    "speedrun_net": speedrun.speedrun_net,
 }
 
 _FIXED_ARGS = ("input_shape", "num_classes")

@@ -1,7 +1,7 @@
 """The engine against the course's way of training, side by side in one run on one machine.
 
-    python -m cnnlab.bench                 # every course workload; writes reports/bench.{md,json}
-    python -m cnnlab.bench --workloads mnist_cnn --steps-scale 0.2
+    python -m cnnlab_tools.bench                 # every course workload; writes reports/bench.{md,json}
+    python -m cnnlab_tools.bench --workloads mnist_cnn --steps-scale 0.2
 
 For each course workload (its experiment in params.yaml: model, batch size,
 optimizer, normalisation, augmentation) and a fixed number of steps on
@@ -10,16 +10,27 @@ generated data of the real shapes, it times
   reference  the course notebooks' loop: a torchvision-style dataset that
              returns PIL images, the course's transforms, a DataLoader with
              the course's batch size and workers (none for MNIST, 2 for
-             CIFAR-10), fp32;
+             CIFAR-10), each batch moved to the training device, the loss
+             read back every step for the running total, fp32;
   engine     `cnnlab.engine.train` with the same model, batch size and
              optimizer, under the runtime params.yaml resolves to here
              (and, for comparison, the engine in fp32),
 
 and reports images/s, the ratio, and model FLOP/s utilisation against this
-machine's measured peak matmul rate. It also times the MLflow logging
-share of a training epoch and a no-op `dvc repro` of the whole pipeline
-(its smoke profile, built in a temporary copy), when MLflow and DVC are
-installed.
+machine's measured peak matmul rate.
+
+A dozen steps from initialisation is not what a user's run gets, so it then
+trains the engine for whole epochs (--epochs, default 3) on the workload's
+prepared data when data/prepared/<dataset> exists (real images after `dvc
+repro prepare@...`), else on generated images the model can learn, and
+reports the first and the last epoch's images/s: the last one runs on
+trained weights. With --zoo (default on CUDA) it adds the engine's training
+images/s and utilisation for every zoo model and the speedrun.
+
+It also times the MLflow logging share of a training epoch and a no-op
+`dvc repro` of the whole pipeline (its smoke profile, built in a temporary
+copy), when MLflow and DVC are installed. Every step prints a line as it
+ends, so a long run shows where it is.
 """
 
 from __future__ import annotations
@@ -45,13 +56,18 @@ from torch import nn
 
 from cnnlab import engine
 from cnnlab.config import NormalizeConstants, Params, TrainConfig, load_params
-from cnnlab.data import cifar10, mnist
+from cnnlab.data import cifar10, mnist, synthetic
 from cnnlab.data.loader import DeviceSplit, Normalizer
+from cnnlab.data.prepared import load_prepared
 from cnnlab.errors import ConfigError, exits_cleanly
 from cnnlab.models import build_model
 from cnnlab.models.complexity import count_macs
 
 WORKLOADS = ("mnist_fc", "mnist_cnn", "cifar_lenet", "cifar_vgg")
+# The zoo's experiments and the speedrun: engine-only rows (--zoo), timed over ZOO_STEPS steps.
+ZOO_WORKLOADS = ("zoo_lenet", "zoo_alexnet", "zoo_zfnet", "zoo_vgg_course", "zoo_vgg16_bn", "zoo_googlenet",
+                 "zoo_resnet18", "zoo_mobilenet_v2", "cifar_speedrun")
+ZOO_STEPS = 50
 # Timed steps per workload: a few seconds of the reference loop each on a 2-core CPU.
 STEPS = {"mnist_fc": 400, "mnist_cnn": 300, "cifar_lenet": 300, "cifar_vgg": 12}
 WARMUP_STEPS = 3
@@ -66,6 +82,7 @@ NUM_CLASSES = 10
 @dataclass(frozen=True)
 class Workload:
     name: str
+    dataset: str  # params.yaml's dataset name: data/prepared/<dataset> is used for whole epochs if it exists
     model: str
     model_args: dict[str, Any]
     input_shape: tuple[int, int, int]
@@ -97,8 +114,8 @@ def workload_from_params(params: Params, name: str, steps: int, workers: int | N
         mean, std = COURSE_CONSTANTS[kind]
     else:
         raise ConfigError(f"bench: experiment {name!r} normalizes with {normalize!r}; the course used constants")
-    return Workload(name, experiment.model, dict(experiment.model_args), DATASET_SHAPES[kind], tuple(mean),
-                    tuple(std), replace(experiment.train, epochs=1), steps,
+    return Workload(name, experiment.dataset, experiment.model, dict(experiment.model_args), DATASET_SHAPES[kind],
+                    tuple(mean), tuple(std), replace(experiment.train, epochs=1), steps,
                     COURSE_WORKERS[kind] if workers is None else workers)
 
 
@@ -169,23 +186,27 @@ def course_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, t
 # --------------------------------------------------------------------------
 
 
-def reference_images_per_second(workload: Workload, images: np.ndarray, targets: np.ndarray) -> float:
-    """The course's loop over a DataLoader; the first WARMUP_STEPS batches (worker start-up) are not timed."""
-    model = workload.build_model()
+def reference_images_per_second(workload: Workload, images: np.ndarray, targets: np.ndarray,
+                                device: torch.device) -> float:
+    """The course's loop over a DataLoader, each batch moved to `device` and its loss read back for the
+    running total as the notebooks do; the first WARMUP_STEPS batches (worker start-up) are not timed."""
+    model = workload.build_model().to(device)
     optimizer = course_optimizer(model, workload.train)
     loader = torch.utils.data.DataLoader(
         CourseStyleDataset(images, targets, course_transform(workload)),
         batch_size=workload.train.batch_size, shuffle=True, num_workers=workload.workers,
     )
     model.train()
-    started, timed = 0.0, 0
+    started, timed, running_loss = 0.0, 0, 0.0
     for step, (inputs, labels) in enumerate(loader):
         if step == WARMUP_STEPS:
             started = time.perf_counter()
+        inputs, labels = inputs.to(device), labels.to(device)
         optimizer.zero_grad()
         loss = course_loss(model, inputs, labels, workload.train)
         loss.backward()
         optimizer.step()
+        running_loss += loss.item()
         if step >= WARMUP_STEPS:
             timed += len(labels)
     return timed / (time.perf_counter() - started)
@@ -255,10 +276,11 @@ def bench_workload(workload: Workload, runtime: engine.Runtime, peaks: dict[str,
     tensors, labels = as_tensors(images), torch.from_numpy(targets)
     fp32_runtime = replace(runtime, precision="fp32", channels_last=False)
     timings: dict[str, list[float]] = {"reference": [], "engine": [], "fp32": []}
-    for _ in range(repeats):
-        timings["reference"].append(reference_images_per_second(workload, images, targets))
+    for repeat in range(1, repeats + 1):
+        timings["reference"].append(reference_images_per_second(workload, images, targets, runtime.device))
         timings["engine"].append(engine_images_per_second(workload, tensors, labels, runtime))
         timings["fp32"].append(engine_images_per_second(workload, tensors, labels, fp32_runtime))
+        say(f"{workload.name} {repeat}/{repeats}: " + ", ".join(f"{k} {v[-1]:,.0f} img/s" for k, v in timings.items()))
     reference, fast, fp32 = (statistics.median(timings[k]) for k in ("reference", "engine", "fp32"))
     flops = training_flops_per_image(workload)
     return WorkloadResult(
@@ -266,6 +288,55 @@ def bench_workload(workload: Workload, runtime: engine.Runtime, peaks: dict[str,
         runtime.channels_last, reference, fast, fp32, fast / reference,
         reference * flops / peaks["fp32"], fast * flops / peaks[runtime.precision],
     )
+
+
+def say(line: str) -> None:
+    """Progress of a long run, on stderr as it happens (the table goes to stdout at the end)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Whole epochs on the data a user's run gets, and the zoo on the engine alone
+# --------------------------------------------------------------------------
+
+
+def epoch_data(workload: Workload, project: Path | None, images: int | None) -> tuple[DeviceSplit, str]:
+    """The workload's prepared training split if the project has one, else generated images it can learn;
+    `images` caps the count (None: the whole split, or 50,000 generated)."""
+    prepared_dir = project / "data" / "prepared" / workload.dataset if project is not None else None
+    if prepared_dir is not None and (prepared_dir / "meta.json").is_file():
+        prepared = load_prepared(prepared_dir)
+        count = len(prepared.train_targets) if images is None else min(images, len(prepared.train_targets))
+        return (DeviceSplit(prepared.train_inputs[:count], prepared.train_targets[:count]),
+                f"{prepared_dir.relative_to(project)} ({prepared.meta.origin})")
+    channels, height, _ = workload.input_shape
+    sizes = synthetic.SyntheticSizes(train_size=images or 50_000, test_size=1, seed=0)
+    inputs, targets, _, _ = synthetic.make_dataset(sizes, NUM_CLASSES, channels, height)
+    return DeviceSplit(inputs, targets), "generated strokes"
+
+
+def trained_epochs(workload: Workload, data: DeviceSplit, runtime: engine.Runtime, epochs: int) -> dict[str, Any]:
+    """The workload's own schedule for `epochs` whole epochs; the last epochs run on trained weights."""
+    device = runtime.device
+    split = DeviceSplit(data.inputs.to(device), data.targets.to(device))
+    model = workload.build_model().to(device)
+    result = engine.train(model, split, engine_normalizer(workload, device), replace(workload.train, epochs=epochs),
+                          runtime, progress=sys.stderr.isatty(),
+                          on_epoch=lambda r: say(f"{workload.name} epoch {r.epoch}/{epochs}: "
+                                                 f"{r.images_per_second:,.0f} img/s, loss {r.train_loss:.3f}"))
+    rates = [r.images_per_second for r in result.history]
+    return {"workload": workload.name, "images": len(split), "epochs": epochs, "images_per_second": rates,
+            "final_train_accuracy": result.history[-1].train_accuracy}
+
+
+def zoo_row(workload: Workload, runtime: engine.Runtime, peaks: dict[str, float]) -> dict[str, Any]:
+    """Engine training images/s and utilisation of one zoo model over its own batch size."""
+    images, targets = generated_images(workload, workload.images + WARMUP_STEPS * workload.train.batch_size)
+    rate = engine_images_per_second(workload, as_tensors(images), torch.from_numpy(targets), runtime)
+    macs = count_macs(workload.build_model(), workload.input_shape)
+    return {"workload": workload.name, "model": workload.model, "batch_size": workload.train.batch_size,
+            "precision": runtime.precision, "macs_per_image": macs, "images_per_second": rate,
+            "utilisation": rate * 6.0 * macs / peaks[runtime.precision]}
 
 
 # --------------------------------------------------------------------------
@@ -326,7 +397,7 @@ def tracking_share(workload: Workload, runtime: engine.Runtime, images: int, epo
 
 def noop_repro_seconds(project: Path, repeats: int = 3) -> dict[str, Any]:
     """Build the smoke profile of the whole pipeline in a temporary copy, then time `dvc repro` with nothing to do."""
-    from cnnlab.sandbox import copy_project, smoke_profile, write_image_folder
+    from cnnlab_tools.sandbox import copy_project, smoke_profile, write_image_folder
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_image_folder(Path(tmp) / "images")
@@ -380,7 +451,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# cnnlab engine vs the course's training loop",
         "",
-        f"Machine: {report['machine']}; torch {report['torch']}; `python -m cnnlab.bench` on {report['date']}.",
+        f"Machine: {report['machine']}; torch {report['torch']}; `python -m cnnlab_tools.bench` on {report['date']}.",
         f"Engine: `runtime:` {', '.join(f'{k} {v}' for k, v in runtime.items())}, resolved per workload "
         "(precision column; channels_last for image batches). Reference: PIL dataset + course transforms + "
         "DataLoader with the course's batch size and workers, fp32. Engine fp32: the engine in fp32, NCHW.",
@@ -400,6 +471,26 @@ def markdown(report: dict[str, Any]) -> str:
             f"{row['engine_fp32_images_per_second']:,.0f} | {row['speedup']:.2f}x | "
             f"{row['reference_utilisation']:.1%} | {row['engine_utilisation']:.1%} |"
         )
+    trained = report.get("trained_epochs") or []
+    if trained:
+        lines += ["", "Whole epochs on " + ", ".join(sorted({row["data"] for row in trained})) +
+                  ": the engine with the workload's own schedule; the last epoch runs on trained weights.", "",
+                  "| workload | images/epoch | epochs | first epoch img/s | last epoch img/s | last/first |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for row in trained:
+            rates = row["images_per_second"]
+            lines.append(f"| {row['workload']} | {row['images']:,} | {row['epochs']} | {rates[0]:,.0f} | "
+                         f"{rates[-1]:,.0f} | {rates[-1] / rates[0]:.2f} |")
+    zoo = report.get("zoo") or []
+    if zoo:
+        lines += ["", f"The zoo and the speedrun on the engine ({ZOO_STEPS} steps of generated images after "
+                  f"{WARMUP_STEPS} warm-up steps):", "",
+                  "| experiment | model | batch | precision | MMACs/image | img/s | utilisation |",
+                  "|---|---|---:|---|---:|---:|---:|"]
+        for row in zoo:
+            lines.append(f"| {row['workload']} | {row['model']} | {row['batch_size']} | {row['precision']} | "
+                         f"{row['macs_per_image'] / 1e6:,.1f} | {row['images_per_second']:,.0f} | "
+                         f"{row['utilisation']:.1%} |")
     tracking = report.get("tracking")
     if tracking:
         lines += ["", f"MLflow logging ({tracking['workload']}, epochs of {tracking['epoch_images']:,} images): "
@@ -422,7 +513,11 @@ def resolved_runtime(params: Params, workload: Workload, device: torch.device) -
 
 
 def run_bench(params: Params, workloads: list[str], steps_scale: float, workers: int | None,
-              project: Path | None, with_tracking: bool, repeats: int = 3) -> dict[str, Any]:
+              project: Path | None, with_tracking: bool, repeats: int = 3, epochs: int = 3,
+              epoch_images: int | None = None, zoo: bool | None = None,
+              data_project: Path | None = None) -> dict[str, Any]:
+    """`project`: the copy to time a no-op `dvc repro` in (None: skip); `data_project`: where to look for
+    prepared data for the whole epochs; `zoo` None: on CUDA only."""
     device = engine.select_device()
     torch.manual_seed(0)
     peaks = {"fp32": peak_matmul_flops(device, torch.float32), "bf16": peak_matmul_flops(device, torch.bfloat16)}
@@ -434,17 +529,34 @@ def run_bench(params: Params, workloads: list[str], steps_scale: float, workers:
     for name in workloads:
         workload = workload_from_params(params, name, max(1, math.ceil(STEPS[name] * steps_scale)), workers)
         result = bench_workload(workload, resolved_runtime(params, workload, device), peaks, repeats)
-        print(f"{name}: reference {result.reference_images_per_second:,.0f} img/s, engine "
-              f"{result.engine_images_per_second:,.0f} img/s ({result.speedup:.2f}x)", flush=True)
+        say(f"{name}: reference {result.reference_images_per_second:,.0f} img/s, engine "
+            f"{result.engine_images_per_second:,.0f} img/s ({result.speedup:.2f}x)")
         report["workloads"].append(asdict(result))
+    if epochs:
+        report["trained_epochs"] = []
+        for name in workloads:
+            workload = workload_from_params(params, name, 1, workers)
+            data, origin = epoch_data(workload, data_project, epoch_images)
+            say(f"{name}: {epochs} whole epochs of {len(data):,} images ({origin})")
+            row = trained_epochs(workload, data, resolved_runtime(params, workload, device), epochs)
+            report["trained_epochs"].append(row | {"data": origin})
+    if zoo if zoo is not None else device.type == "cuda":
+        report["zoo"] = []
+        for name in ZOO_WORKLOADS:
+            workload = workload_from_params(params, name, max(1, math.ceil(ZOO_STEPS * steps_scale)))
+            row = zoo_row(workload, resolved_runtime(params, workload, device), peaks)
+            say(f"{name}: {row['images_per_second']:,.0f} img/s, {row['utilisation']:.1%} of the {row['precision']} peak")
+            report["zoo"].append(row)
     if with_tracking:
         mnist_cnn = workload_from_params(params, "mnist_cnn", 1)
         try:
+            say("MLflow: logging two epochs of mnist_cnn to a fresh store")
             report["tracking"] = tracking_share(mnist_cnn, resolved_runtime(params, mnist_cnn, device), 60_000)
         except ImportError:
             report["skipped"].append("MLflow logging share (mlflow is not installed)")
     if project is not None:
         if Path(sys.executable).with_name("dvc").exists():
+            say("DVC: building the smoke profile of the whole pipeline, then timing a no-op dvc repro")
             report["noop_repro"] = noop_repro_seconds(project)
         else:
             report["skipped"].append("no-op dvc repro (dvc is not installed)")
@@ -461,13 +573,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timings per loop; the median counts")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the no-op dvc repro timing")
     parser.add_argument("--no-tracking", action="store_true", help="skip the MLflow logging share")
+    parser.add_argument("--epochs", type=int, default=3, help="whole epochs per workload on its data; 0: skip")
+    parser.add_argument("--epoch-images", type=int, help="cap the images of those epochs (default: all)")
+    parser.add_argument("--zoo", action=argparse.BooleanOptionalAction, default=None,
+                        help="the zoo's training speed and utilisation (default: on CUDA only)")
     parser.add_argument("--out", default="reports/bench", help="writes OUT.md and OUT.json")
     args = parser.parse_args(argv)
 
     params_path = Path(args.params)
+    project = params_path.resolve().parent
     report = run_bench(load_params(params_path), args.workloads, args.steps_scale, args.workers,
-                       None if args.no_pipeline else params_path.resolve().parent, not args.no_tracking,
-                       args.repeats)
+                       None if args.no_pipeline else project, not args.no_tracking, args.repeats, args.epochs,
+                       args.epoch_images, args.zoo, project)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(report)
