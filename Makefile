@@ -2,13 +2,14 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# What `make` installs: the pipeline tools, the S3 remote plugin and the test tools, at the versions
+# What `make` installs: the pipeline tools, the S3 remote plugin, the PostgreSQL driver for an MLflow
+# server and the test tools, at the versions
 # pinned in constraints.txt (regenerate with `make lock`).
-EXTRAS := pipeline,s3,test
+EXTRAS := pipeline,s3,server,test
 CONSTRAINTS := constraints.txt
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup lock repro demo exps pull test test-slow test-gpu bench mlflow-ui clean-venv
+.PHONY: setup lock repro demo exps pull test test-slow test-gpu bench mlflow-ui mlflow-server mlflow-server-stop postgres clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +35,14 @@ lock:
 	  .lock-venv/bin/python -m pip freeze --all --exclude-editable; } > $(CONSTRAINTS)
 	rm -rf .lock-venv
 
-# --keep-going: a stage whose data this machine lacks (say, no cats-vs-dogs folder) fails alone.
+# --keep-going: a stage whose data this machine lacks (say, no cats-vs-dogs folder) fails alone. DVC then
+# skips the report (it depends on every evaluation), so it runs on its own after: it covers the experiments
+# that have metrics and lists the missing ones. The exit status is the pipeline's.
 repro: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro --keep-going
+	@export PATH="$(abspath $(BIN)):$$PATH"; status=0; \
+	dvc repro --keep-going || status=$$?; \
+	if [ $$status != 0 ] && [ -d metrics ]; then dvc repro --single-item report; fi; \
+	exit $$status
 
 DEMO_STAGES := $(foreach e,spiral_linear spiral_mlp mnist_fc mnist_cnn mnist_fc_perm mnist_cnn_perm,evaluate@$(e))
 # The spiral and MNIST experiments on generated MNIST-shaped data: no download, a few minutes on 2 CPU cores.
@@ -56,14 +62,14 @@ pull: setup
 
 # One worker per core (each with its share of torch's threads: tests/conftest.py); --dist loadfile
 # keeps a file's tests together, so each module-scoped DVC project is built once.
-test: setup
+test: setup postgres
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # Real-data checks outside CI (real MNIST through ../shared/data as the mirror).
 test-slow: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow
 
-# The CUDA tests (tests/test_gpu.py), with whatever Python has torch, torchvision, pytest, pyyaml and tqdm:
+# The CUDA tests (tests/test_gpu.py), with whatever Python has torch, torchvision, pytest, pyyaml, tqdm, pydantic:
 # no .venv, DVC or MLflow needed, so a GPU machine's own Python runs them from the source tree.
 GPU_PYTHON ?= python3
 test-gpu:
@@ -75,6 +81,20 @@ bench: setup
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db)
+
+# A team's tracking server on this machine: PostgreSQL (Debian's package; its cluster in .mlflow-server/)
+# and `mlflow server` serving artifacts, both on 127.0.0.1. Prints the MLFLOW_TRACKING_URI to use.
+mlflow-server: setup postgres
+	$(BIN)/python -m cnnlab_tools.mlflow_server start
+
+mlflow-server-stop: setup
+	$(BIN)/python -m cnnlab_tools.mlflow_server stop
+
+# Debian's PostgreSQL server, for mlflow-server and the tests that start one: installed if missing and
+# this is root (as in CI); otherwise those tests skip, saying so.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 clean-venv:
 	rm -rf $(VENV)

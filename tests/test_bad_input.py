@@ -32,7 +32,19 @@ def base_params() -> dict:
         ("experiments.mnist_cnn.dataset", "imagenet", "experiments.mnist_cnn.dataset: unknown dataset 'imagenet'; use one of spiral, mnist, cifar10"),
         ("datasets.mnist.kind", "mnistt", "datasets.mnist.kind: unknown dataset kind 'mnistt'; use one of"),
         ("datasets.mnist.acquire.source", "s3", "datasets.mnist.acquire.source: 's3' is not accepted; use one of 'official', 'synthetic'"),
-        ("experiments.mnist_cnn.train.optimizer.lr", -1, "optimizer.lr must be positive"),
+        ("experiments.mnist_cnn.train.optimizer.lr", -1, "experiments.mnist_cnn.train.optimizer.lr: -1 is not accepted; it must be greater than 0"),
+        ("experiments.mnist_cnn.train.optimizer.lr", float("nan"), "experiments.mnist_cnn.train.optimizer.lr: nan is not accepted; it must be a finite number"),
+        ("experiments.mnist_cnn.train.optimizer.momentum", -1, "experiments.mnist_cnn.train.optimizer.momentum: -1 is not accepted; it must be greater than or equal to 0"),
+        ("experiments.mnist_cnn.train.optimizer.momentum", 1.0, "momentum: 1.0 is not accepted; it must be less than 1"),
+        ("experiments.mnist_cnn.train.optimizer.weight_decay", -1, "experiments.mnist_cnn.train.optimizer.weight_decay: -1 is not accepted; it must be greater than or equal to 0"),
+        ("experiments.mnist_cnn.train.epochs", 0, "experiments.mnist_cnn.train.epochs: 0 is not accepted; it must be greater than or equal to 1"),
+        ("experiments.mnist_cnn.train.epochs", True, "experiments.mnist_cnn.train.epochs: expected an integer, got True"),
+        ("experiments.mnist_cnn.train.epochs", "3", "experiments.mnist_cnn.train.epochs: expected an integer, got '3'"),
+        ("experiments.mnist_cnn.model_args", {"n_feature": 0}, "experiments.mnist_cnn.model_args.n_feature: 0 is not accepted; a size must be at least 1"),
+        ("experiments.mnist_cnn.study", "", "experiments.mnist_cnn.study: '' is not accepted; it must have at least 1 character"),
+        ("experiments.mnist_cnn.inputs.normalize", {"mean": [0.1], "std": [0]}, "experiments.mnist_cnn.inputs.normalize.std[0]: 0 is not accepted; it must be greater than 0"),
+        ("experiments.mnist_cnn.evaluate", {"tta": "rotate"}, "experiments.mnist_cnn.evaluate.tta: 'rotate' is not accepted; use one of 'none', 'flip'"),
+        ("runtime.checkpoint_every_s", -5, "runtime.checkpoint_every_s: -5 is not accepted; it must be greater than or equal to 0"),
     ],
 )
 def test_bad_params_are_named_with_their_key_path(key_path, value, expected):
@@ -161,3 +173,105 @@ def test_mirror_given_as_a_url_is_downloaded_and_checked(tmp_path):
         server.shutdown()
     assert all(origin.split(": ", 1)[1].startswith(url + "mnist/") for origin in origins)
     assert len(list((tmp_path / "raw").iterdir())) == 4
+
+
+# --- Bad data and bad places: refused by the stage that meets them, before its long work ---------------------
+
+
+def small_mnist_fc(params: dict) -> None:
+    from conftest import smoke_profile
+
+    smoke_profile(params)
+    params["datasets"] = {"mnist": params["datasets"]["mnist"]}
+    params["experiments"] = {"mnist_fc": params["experiments"]["mnist_fc"]}
+    params["transfer"] = {}
+    params["report"]["comparisons"] = []
+    params["datasets"]["mnist"]["acquire"]["synthetic"] = {"train_size": 2000, "test_size": 100, "seed": 0}
+    params["experiments"]["mnist_fc"]["train"]["epochs"] = 3
+
+
+@pytest.fixture(scope="module")
+def prepared_mnist_fc(tmp_path_factory: pytest.TempPathFactory):
+    from conftest import copy_project
+
+    root = copy_project(tmp_path_factory.mktemp("bad") / "project", small_mnist_fc)
+    run(["dvc", "repro", "prepare@mnist"], root, env=run_env({"CNNLAB_TRACKING": "off"}))
+    return root
+
+
+def test_a_diverging_loss_stops_training_at_its_first_non_finite_step(prepared_mnist_fc):
+    from conftest import edit_params
+
+    root = prepared_mnist_fc
+    edit_params(root, "experiments.mnist_fc.train.optimizer.lr", 1.0e30)
+    try:
+        done = run(["python", "stages/train.py", "mnist_fc"], root, env=run_env({"CNNLAB_TRACKING": "off"}),
+                   check=False)
+    finally:
+        edit_params(root, "experiments.mnist_fc.train.optimizer.lr", 0.01)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("error: mnist_fc: the training loss became NaN or infinite at epoch 1, step ")
+    step = int(lines[0].split("step ")[1].split(";")[0])
+    assert 1 <= step <= 3, "a rate of 1e30 blows up within the first steps, and training stopped there"
+    assert "train.optimizer.lr is 1e+30" in lines[0]
+    assert not (root / "models" / "mnist_fc").exists() and not (root / ".cnnlab" / "resume" / "mnist_fc.pt").exists()
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_training(prepared_mnist_fc):
+    root = prepared_mnist_fc
+    (root / "models").write_text("a file where the models directory should be")
+    try:
+        started = time.monotonic()
+        done = run(["python", "stages/train.py", "mnist_fc"], root, env=run_env({"CNNLAB_TRACKING": "off"}),
+                   check=False)
+        elapsed = time.monotonic() - started
+    finally:
+        (root / "models").unlink()
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: models: outputs cannot be written there (a file is in the way); make it writable, "
+        "or run from a checkout you can write to"]
+    assert "epoch" not in done.stdout + done.stderr, "refused before the first epoch"
+    assert elapsed < 30
+
+
+def one_class_folder(root) -> None:
+    from conftest import write_image_folder
+
+    write_image_folder(root, classes=("cats",), per_class=6)
+
+
+def constant_green_channel(root) -> None:
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(6):
+            pixels = bytes(v for j in range(32 * 32) for v in ((j * 7 + i) % 256, 128, (j * 3 + 40 * (label == "b")) % 256))
+            Image.frombytes("RGB", (32, 32), pixels).save(root / label / f"{i}.png")
+
+
+@pytest.mark.parametrize(("make_folder", "expected"), [
+    (one_class_folder, "error: dataset 'shapes': its training split holds one class (cats); a classifier needs at "
+                       "least two: add a folder of images for another class"),
+    (constant_green_channel, "error: dataset 'shapes': channel 1 has the same value in every training sample "
+                             "(zero variance), which normalisation would divide by; check the source files"),
+])
+def test_an_image_folder_no_classifier_can_learn_from_is_refused_at_prepare(make_project, tmp_path, make_folder,
+                                                                           expected):
+    folder = tmp_path / "images"
+    make_folder(folder)
+
+    def shapes_only(params: dict) -> None:
+        params["datasets"] = {"shapes": {"kind": "imagefolder", "acquire": {"source": str(folder)},
+                                         "prepare": {"crop": 32, "test_fraction": 0.25}}}
+        params["experiments"], params["transfer"], params["report"]["comparisons"] = {}, {}, []
+
+    root = make_project(shapes_only)
+    run(["python", "stages/download.py", "shapes"], root)
+    done = run(["python", "stages/prepare.py", "shapes"], root, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [expected]
+    assert not (root / "data" / "prepared" / "shapes").exists()

@@ -1,19 +1,24 @@
 """Typed, validated params.yaml.
 
-Every section is a frozen dataclass. `parse_dataclass` turns a YAML mapping
-into one, rejecting unknown keys and wrong types with the key's full path, so
-a typo in params.yaml fails in the first stage that reads it, in one line.
+Every section is a frozen pydantic dataclass with strict types and constrained
+fields (`section` below). `parse_dataclass` validates a YAML mapping into one
+and turns pydantic's report into one line naming the key's full path and what
+is accepted, so a typo in params.yaml fails in the first stage that reads it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import types
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+import pydantic
 import yaml
+from pydantic import Field
 
 from cnnlab.errors import ConfigError
 
@@ -21,95 +26,115 @@ T = TypeVar("T")
 
 PARAMS_FILE = "params.yaml"
 
+# YAML's own types, exactly: a number is a number (1 counts as 1.0), "1" is a string and true is no integer;
+# unknown keys are errors, not silently ignored.
+SECTION_CONFIG = pydantic.ConfigDict(extra="forbid", strict=True)
+section = functools.partial(pydantic.dataclasses.dataclass, frozen=True, config=SECTION_CONFIG)
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]  # in [0, 1)
+Name = Annotated[str, Field(min_length=1)]
+
 
 # --------------------------------------------------------------------------
-# Generic YAML -> dataclass conversion
+# YAML -> dataclass, with pydantic's errors as one line each
 # --------------------------------------------------------------------------
+
+
+@functools.cache
+def _adapter(cls: type) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(cls, config=None if hasattr(cls, "__pydantic_config__") else SECTION_CONFIG)
 
 
 def parse_dataclass(cls: type[T], data: Any, where: str) -> T:
-    """Build dataclass `cls` from a YAML mapping; `where` is its key path."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping with keys {', '.join(fields)}, got {data!r}")
-    for key in data:
-        if key not in fields:
-            raise ConfigError(f"{where}.{key}: unknown key; accepted keys: {', '.join(fields)}")
-    hints = get_type_hints(cls)
-    values = {}
-    for name, spec in fields.items():
-        if name in data:
-            values[name] = convert(hints[name], data[name], f"{where}.{name}")
-        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{where}.{name}: required key is missing")
+    """Build `cls` from a YAML value; `where` is its key path in params.yaml."""
     try:
-        return cls(**values)
-    except ValueError as error:  # raised by a dataclass's __post_init__ range checks
-        raise ConfigError(f"{where}: {error}") from None
+        # Validated as JSON: YAML's mappings, lists and scalars are JSON's, and pydantic's strict JSON mode
+        # accepts a mapping for a nested section and a list for a tuple, and nothing looser.
+        text = json.dumps({} if data is None else data, default=str)
+        return _adapter(cls).validate_json(text)
+    except pydantic.ValidationError as error:
+        raise ConfigError(_one_line(error, cls, data, where)) from None
 
 
-def convert(tp: Any, value: Any, where: str) -> Any:
-    """Check `value` against type `tp` and return it in that type."""
-    origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return parse_dataclass(tp, value, where)  # type: ignore[arg-type]
-    if origin is Literal:
-        choices = get_args(tp)
-        if value not in choices:
-            raise ConfigError(f"{where}: {value!r} is not accepted; use one of {', '.join(map(repr, choices))}")
-        return value
-    if origin in (Union, types.UnionType):
-        for option in get_args(tp):
-            try:
-                return convert(option, value, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: {value!r} is not accepted; use {_describe(tp)}")
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{where}: expected null, got {value!r}")
-        return None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if origin is tuple:
-        item_type = get_args(tp)[0]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(convert(item_type, item, f"{where}[{i}]") for i, item in enumerate(value))
-    if origin is dict:
-        _, value_type = get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): convert(value_type, v, f"{where}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    raise TypeError(f"config type {tp!r} at {where} is not supported")  # a bug, not user input
+def _one_line(error: pydantic.ValidationError, cls: type, data: Any, where: str) -> str:
+    located = [(_locate(cls, data, e["loc"]), e) for e in error.errors(include_url=False)]
+    if len(located) > 1:  # every branch of a union failed, or several keys did: one line about one of them
+        shallow = min(located, key=lambda item: len(item[0][0]))
+        deep = max(located, key=lambda item: len(item[0][0]))
+        if len(deep[0][0]) == len(shallow[0][0]):
+            path, tp, value, _ = located[0][0]
+            return f"{where}{path}: {value!r} is not accepted; use {_describe(tp)}"
+        located = [deep]  # the user wrote one branch's mapping: what is wrong inside it
+    (path, tp, value, parent), first = located[0]
+    name, kind, message = where + path, first["type"], first["msg"]
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return f"{name}: unknown key; accepted keys: {', '.join(_field_names(parent))}"
+    if kind in ("missing", "missing_argument", "missing_keyword_only_argument"):
+        return f"{name}: required key is missing"
+    if kind == "literal_error":
+        return f"{name}: {value!r} is not accepted; use {_describe(tp)}"
+    if kind == "value_error":
+        return f"{name}: {message.removeprefix('Value error, ')}"
+    if kind.endswith(("_type", "_parsing")):
+        return f"{name}: expected {_describe(tp)}, got {value!r}"
+    requirement = message.replace("Input should", "it must").replace("String should", "it must")
+    return f"{name}: {value!r} is not accepted; {requirement}"
+
+
+def _locate(cls: type, data: Any, loc: tuple[Any, ...]) -> tuple[str, Any, Any, Any]:
+    """The params.yaml path of an error location (pydantic adds union branch names to it), the type
+    expected there, the value found there and the type holding it."""
+    path, tp, value, parent = "", cls, data, cls
+    for item in loc:
+        tp = _strip(tp)
+        if dataclasses.is_dataclass(tp) and isinstance(item, str) and item in _field_names(tp):
+            parent, tp = tp, get_type_hints(tp, include_extras=True)[item]
+            path += f".{item}"
+            value = value.get(item) if isinstance(value, dict) else None
+        elif get_origin(tp) in (Union, types.UnionType):
+            options = [o for o in get_args(tp) if getattr(_strip(o), "__name__", None) == item]
+            if options:  # a union branch: same path, that branch's type
+                tp = options[0]
+        elif get_origin(tp) is dict and isinstance(item, str):
+            tp, path = get_args(tp)[1], path + f".{item}"
+            value = value.get(item) if isinstance(value, dict) else None
+        elif get_origin(tp) is tuple and isinstance(item, int):
+            tp, path = get_args(tp)[0], path + f"[{item}]"
+            value = value[item] if isinstance(value, list) and item < len(value) else None
+        elif dataclasses.is_dataclass(tp) and isinstance(item, str):  # an unknown key
+            parent, path, value = tp, path + f".{item}", value.get(item) if isinstance(value, dict) else None
+            tp = Any
+    return path, _strip(tp), value, parent
+
+
+def _strip(tp: Any) -> Any:
+    """The type inside Annotated[...]."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _field_names(cls: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init] if dataclasses.is_dataclass(cls) else []
 
 
 def _describe(tp: Any) -> str:
     """What a user may write for type `tp`, in params.yaml terms."""
+    tp = _strip(tp)
     if get_origin(tp) is Literal:
         return "one of " + ", ".join(map(repr, get_args(tp)))
     if get_origin(tp) in (Union, types.UnionType):
         return " or ".join(_describe(option) for option in get_args(tp))
     if dataclasses.is_dataclass(tp):
-        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp))
+        return "a mapping with keys " + ", ".join(_field_names(tp))
+    if get_origin(tp) is tuple:
+        return "a list"
+    if get_origin(tp) is dict:
+        return "a mapping"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
@@ -120,7 +145,7 @@ def _describe(tp: Any) -> str:
 ScalarArg = Union[bool, int, float, str]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class DatasetConfig:
     """One entry of `datasets:`.
 
@@ -135,63 +160,53 @@ class DatasetConfig:
     prepare: Any
 
 
-@dataclass(frozen=True)
+@section
 class OptimizerConfig:
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.0
+    lr: PositiveFloat = 0.01
+    momentum: Fraction = 0.0
     nesterov: bool = False
-    weight_decay: float = 0.0
+    weight_decay: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"optimizer.lr must be positive, got {self.lr}")
         if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
             raise ValueError("optimizer.nesterov needs name: sgd and a positive momentum")
 
 
-@dataclass(frozen=True)
+@section
 class ScheduleConfig:
     """Learning rate over training: linear warm-up, then constant, cosine or linear decay to zero."""
 
     name: Literal["constant", "cosine", "onecycle"] = "constant"
-    warmup_fraction: float = 0.0  # share of all steps spent ramping up from zero
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"schedule.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+    warmup_fraction: Fraction = 0.0  # share of all steps spent ramping up from zero
 
 
-@dataclass(frozen=True)
+@section
 class AugmentConfig:
     """Random per-image augmentation, applied to whole batches on the training device."""
 
-    crop_padding: int = 0  # RandomCrop(size, padding=crop_padding); 0 = off
+    crop_padding: NonNegativeInt = 0  # RandomCrop(size, padding=crop_padding); 0 = off
     flip: bool = False  # RandomHorizontalFlip(p=0.5)
-
-    def __post_init__(self) -> None:
-        if self.crop_padding < 0:
-            raise ValueError(f"augment.crop_padding must be 0 or positive, got {self.crop_padding}")
 
     @property
     def active(self) -> bool:
         return bool(self.crop_padding or self.flip)
 
 
-@dataclass(frozen=True)
+@section
 class NormalizeConstants:
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    mean: tuple[Annotated[float, Field(allow_inf_nan=False)], ...]
+    std: tuple[PositiveFloat, ...]
 
     def __post_init__(self) -> None:
-        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
-            raise ValueError("normalize needs as many positive std values as mean values")
+        if len(self.mean) != len(self.std):
+            raise ValueError("normalize needs as many std values as mean values")
 
 
 NormalizeMode = Literal["course", "train_stats", "none"]
 
 
-@dataclass(frozen=True)
+@section
 class InputConfig:
     """How prepared data is fed to the model, at training and at evaluation alike."""
 
@@ -200,51 +215,39 @@ class InputConfig:
     permute_pixels: bool = False
 
 
-@dataclass(frozen=True)
+@section
 class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    epochs: int = 1
-    batch_size: int = 64  # 0 means the whole training split in one batch
-    label_smoothing: float = 0.0
+    epochs: PositiveInt = 1
+    batch_size: NonNegativeInt = 64  # 0 means the whole training split in one batch
+    label_smoothing: Fraction = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 0:
-            raise ValueError("batch_size must be 0 (whole split) or positive")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
-
-@dataclass(frozen=True)
+@section
 class EvaluateConfig:
-    batch_size: int = 1000  # 0 means the whole test split in one batch
-    grid_images: int = 8  # test images shown with true and predicted labels (image datasets)
+    batch_size: NonNegativeInt = 1000  # 0 means the whole test split in one batch
+    grid_images: NonNegativeInt = 8  # test images shown with true and predicted labels (image datasets)
     tta: Literal["none", "flip"] = "none"  # flip: average the predictions for each image and its mirror image
 
-    def __post_init__(self) -> None:
-        if self.batch_size < 0 or self.grid_images < 0:
-            raise ValueError("batch_size and grid_images must be 0 or positive")
 
-
-@dataclass(frozen=True)
+@section
 class ExperimentConfig:
     """One entry of `experiments:`. Each section is tracked by the DVC stage that reads it:
     train reads study, dataset, model, model_args, inputs and train; evaluate reads evaluate."""
 
-    study: str  # the MLflow experiment that groups its runs
-    dataset: str
-    model: str
+    study: Name  # the MLflow experiment that groups its runs
+    dataset: Name
+    model: Name
     model_args: dict[str, ScalarArg]
     inputs: InputConfig
     train: TrainConfig
     evaluate: EvaluateConfig
 
 
-@dataclass(frozen=True)
+@section
 class Comparison:
     """A course question answered from two experiments' test accuracy."""
 
@@ -253,13 +256,13 @@ class Comparison:
     candidate: str
 
 
-@dataclass(frozen=True)
+@section
 class ReportConfig:
-    tolerance_points: float = 1.0  # accuracy gaps below this many points count as "about the same"
+    tolerance_points: NonNegativeFloat = 1.0  # accuracy gaps below this many points count as "about the same"
     comparisons: tuple[Comparison, ...] = ()
 
 
-@dataclass(frozen=True)
+@section
 class RuntimeConfig:
     """How the engine runs on this machine: speed, not results (see each field).
 
@@ -274,17 +277,13 @@ class RuntimeConfig:
     channels_last: Union[Literal["auto"], bool] = "auto"
     compile: bool = False  # torch.compile the model: worth it for long GPU runs, not for minutes on CPU
     deterministic: bool = False  # bit-identical reruns on CUDA too, at the cost of slower kernels
-    checkpoint_every_s: float = 30.0  # save resumable state after an epoch once this long since the last save
-
-    def __post_init__(self) -> None:
-        if self.checkpoint_every_s < 0:
-            raise ValueError(f"runtime.checkpoint_every_s must be 0 or positive, got {self.checkpoint_every_s}")
+    checkpoint_every_s: NonNegativeFloat = 30.0  # save resumable state after an epoch once this long since the last save
 
 
 TORCHVISION_BACKBONE_SOURCE = "src/cnnlab/models/pretrained.py"
 
 
-@dataclass(frozen=True)
+@section
 class BackboneConfig:
     """The frozen feature extractor of a transfer experiment.
 
@@ -292,41 +291,35 @@ class BackboneConfig:
     entry names the file or output its backbone comes from, and it is checked here.
     """
 
-    name: str  # a torchvision architecture (vgg16), or with weights: pipeline an experiment of this pipeline
+    name: Name  # a torchvision architecture (vgg16), or with weights: pipeline an experiment of this pipeline
     weights: Literal["imagenet", "none", "pipeline"]
-    source: str  # src/cnnlab/models/pretrained.py for torchvision's; models/<name> for weights: pipeline
+    source: Name  # src/cnnlab/models/pretrained.py for torchvision's; models/<name> for weights: pipeline
     weights_file: str = ""  # imagenet: a local copy of torchvision's file instead of torch.hub's cache
     seed: int = 0  # weights: none: seeds the random initialisation
-    finetune_layers: int = 0  # > 0: also train the backbone's last N layers with weights, from images (no cache)
-    imagenet_preview: int = 5  # imagenet: validation images the untouched model labels with its top 5 classes
+    finetune_layers: NonNegativeInt = 0  # > 0: also train the backbone's last N layers with weights, from images (no cache)
+    imagenet_preview: NonNegativeInt = 5  # imagenet: validation images the untouched model labels with its top 5 classes
 
     def __post_init__(self) -> None:
-        if self.finetune_layers < 0 or self.imagenet_preview < 0:
-            raise ValueError("backbone.finetune_layers and backbone.imagenet_preview must be 0 or positive")
         if self.weights_file and self.weights != "imagenet":
             raise ValueError("backbone.weights_file is only read with weights: imagenet; clear it")
 
 
-@dataclass(frozen=True)
+@section
 class HeadConfig:
     """The new last layer: Dropout(dropout) -> Linear(features, classes), trained on the backbone's features."""
 
     # VGG16 has Dropout(0.5) right before the layer the course replaces, active while it trains the new one
-    dropout: float = 0.5
+    dropout: Fraction = 0.5
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"head.dropout must be in [0, 1), got {self.dropout}")
 
-
-@dataclass(frozen=True)
+@section
 class TransferConfig:
     """One entry of `transfer:`. Stage features@ reads dataset, inputs and backbone;
     head@ reads study and head; evaluate_head@ reads evaluate."""
 
-    study: str
-    dataset: str
+    study: Name
+    dataset: Name
     backbone: BackboneConfig
     inputs: InputConfig
     head: HeadConfig
@@ -337,7 +330,7 @@ class TransferConfig:
         return self.backbone.finetune_layers == 0
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Params:
     datasets: dict[str, DatasetConfig]
     experiments: dict[str, ExperimentConfig]

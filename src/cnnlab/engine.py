@@ -31,11 +31,11 @@ from tqdm import tqdm
 from cnnlab.config import OptimizerConfig, RuntimeConfig, ScheduleConfig, TrainConfig
 from cnnlab.data.augment import augment
 from cnnlab.data.loader import DeviceSplit, Normalizer, batch_indices
-from cnnlab.errors import ConfigError
+from cnnlab.errors import CnnlabError, ConfigError
 
 DEVICE_ENV = "CNNLAB_DEVICE"
-POSTFIX_EVERY_SECONDS = 1.0
-DATA_INIT_IMAGES = 5000  # the training images a model with `fit_to_data` (a whitening layer) is fitted on  # reading the loss forces a device sync; don't do it every step
+POSTFIX_EVERY_SECONDS = 1.0  # reading the loss forces a device sync; don't do it every step
+DATA_INIT_IMAGES = 5000  # the training images a model with `fit_to_data` (a whitening layer) is fitted on
 CPU_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # CPUs with native bf16 dot products
 # Below this a training step is bound by per-op overhead, not arithmetic: autocast's casts only add
 # to it. Measured on a 2-core AVX512-BF16 CPU: bf16 was a third slower for the MNIST FC net (6.4k MACs),
@@ -300,7 +300,7 @@ class EpochCheckpoint:
         return self._saved
 
     def due(self) -> bool:
-        """Whether the epoch that just ended will be saved (`on_epoch` hooks may flush their logs first)."""
+        """Whether the epoch that just ended is to be saved."""
         return time.monotonic() - self._last_save >= self.every_seconds
 
     def save(self, state: dict[str, Any]) -> None:
@@ -373,56 +373,80 @@ def train(
         with intended_sync(device):  # an eigendecomposition, once
             model.fit_to_data(normalize(inputs[:DATA_INIT_IMAGES]))
     bar = _Progress(epochs, len(data), steps_per_epoch, progress, first_epoch=len(history) + 1)
-    for epoch in range(len(history) + 1, epochs + 1):
-        model.train()
-        bar.start_epoch(epoch)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        seen = 0
-        started = last_shown = time.perf_counter()
-        for index in batch_indices(len(data), batch_size, device, generator):
-            batch, targets = inputs[index], data.targets[index]
-            if augmenting:
-                batch = augment(batch, config.augment, generator)
-            batch = normalize(batch)
-            if runtime.channels_last and batch.dim() == 4:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            with runtime.autocast():
-                outputs = forward(batch)
-                loss = F.cross_entropy(outputs, targets, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            loss_sum += loss.detach() * len(index)
-            correct += (outputs.detach().argmax(dim=1) == targets).sum()
-            seen += len(index)
-            bar.step(len(index))
-            if progress and time.perf_counter() - last_shown > POSTFIX_EVERY_SECONDS:
-                last_shown = time.perf_counter()
-                with intended_sync(device):
-                    bar.show(loss_sum.item() / seen, correct.item() / seen, seen / (last_shown - started))
-        with intended_sync(device):
-            _synchronize(device)
-            seconds = time.perf_counter() - started
-            record = EpochRecord(epoch, loss_sum.item() / seen, correct.item() / seen, seen / seconds, seconds)
-        bar.show(record.train_loss, record.train_accuracy, record.images_per_second)
-        bar.end_epoch()
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-        if checkpoint is not None and epoch < epochs and checkpoint.due():
+    try:
+        for epoch in range(len(history) + 1, epochs + 1):
+            model.train()
+            bar.start_epoch(epoch)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)  # a step index, read ~once a second
+            seen = 0
+            started = last_shown = time.perf_counter()
+            for step, index in enumerate(batch_indices(len(data), batch_size, device, generator), start=1):
+                batch, targets = inputs[index], data.targets[index]
+                if augmenting:
+                    batch = augment(batch, config.augment, generator)
+                batch = normalize(batch)
+                if runtime.channels_last and batch.dim() == 4:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                with runtime.autocast():
+                    outputs = forward(batch)
+                    loss = F.cross_entropy(outputs, targets, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                loss_sum += loss.detach() * len(index)
+                correct += (outputs.detach().argmax(dim=1) == targets).sum()
+                first_nonfinite = torch.where((first_nonfinite < 0) & ~torch.isfinite(loss.detach()), step, first_nonfinite)
+                seen += len(index)
+                bar.step(len(index))
+                if time.perf_counter() - last_shown > POSTFIX_EVERY_SECONDS:
+                    last_shown = time.perf_counter()
+                    with intended_sync(device):
+                        _stop_if_nonfinite(first_nonfinite, epoch, config)
+                        if progress:
+                            bar.show(loss_sum.item() / seen, correct.item() / seen, seen / (last_shown - started))
             with intended_sync(device):
-                checkpoint.save({
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "rng": _rng_states(device, generator),
-                    "history": [asdict(r) for r in history],
-                })
-    bar.close()
+                _synchronize(device)
+                _stop_if_nonfinite(first_nonfinite, epoch, config)
+                seconds = time.perf_counter() - started
+                record = EpochRecord(epoch, loss_sum.item() / seen, correct.item() / seen, seen / seconds, seconds)
+            bar.show(record.train_loss, record.train_accuracy, record.images_per_second)
+            bar.end_epoch()
+            history.append(record)
+            # The resumable state first: a hook may log over a network that hangs or fails.
+            if checkpoint is not None and epoch < epochs and checkpoint.due():
+                with intended_sync(device):
+                    checkpoint.save({
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "rng": _rng_states(device, generator),
+                        "history": [asdict(r) for r in history],
+                    })
+            if on_epoch is not None:
+                on_epoch(record)
+    except NonFiniteLoss:
+        bar.end_epoch()  # the bar's line ends before the error is printed
+        raise
+    finally:
+        bar.close()
     return TrainResult(history, sum(r.seconds for r in history), len(data) * len(history))
+
+
+class NonFiniteLoss(CnnlabError):
+    """The training loss became NaN or infinite: training stops at once instead of running on garbage."""
+
+
+def _stop_if_nonfinite(first_nonfinite: torch.Tensor, epoch: int, config: TrainConfig) -> None:
+    step = int(first_nonfinite.item())
+    if step >= 0:
+        raise NonFiniteLoss(
+            f"the training loss became NaN or infinite at epoch {epoch}, step {step}; likely cause: "
+            f"a learning rate too high for this model (train.optimizer.lr is {config.optimizer.lr:g}), "
+            f"or non-finite values in the inputs; lower the rate or check the data")
 
 
 @dataclass(frozen=True)

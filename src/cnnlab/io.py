@@ -65,3 +65,25 @@ def directory_digest(path: Path) -> str:
         digest.update(str(file.relative_to(path)).encode())
         digest.update(md5sum(file).encode())
     return digest.hexdigest()
+
+
+def check_writable(*directories: Path) -> None:
+    """Fail in one line, before any long work, if a stage could not write its outputs into `directories`:
+    by writing and removing a file in each (or in its nearest existing parent, leaving nothing behind),
+    the one test that also holds for root, read-only mounts and full disks."""
+    import tempfile
+
+    from cnnlab.errors import CnnlabError
+
+    for directory in directories:
+        existing = directory.absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        try:
+            if not existing.is_dir():
+                raise NotADirectoryError(20, "a file is in the way")
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as error:
+            raise CnnlabError(f"{directory}: outputs cannot be written there ({error.strerror or error}); "
+                              "make it writable, or run from a checkout you can write to") from None

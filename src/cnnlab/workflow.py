@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,12 +29,13 @@ from cnnlab import engine
 from cnnlab.config import EvaluateConfig, InputConfig, Params, TrainConfig, parse_dataclass
 from cnnlab.data.loader import DeviceSplit, Normalizer, make_normalizer, to_device
 from cnnlab.data.prepared import DatasetMeta, PreparedData, load_prepared, load_tensor_file
-from cnnlab.io import directory_digest, md5sum, read_json, replaced_atomically, write_json
+from cnnlab.io import check_writable, directory_digest, md5sum, read_json, replaced_atomically, write_json
 from cnnlab.models import build_model, count_parameters
 from cnnlab.models.complexity import count_macs
 from cnnlab.paths import Layout
 from cnnlab.tracking import (
-    EXPERIMENT_TAG, MODEL_DIGEST_TAG, DatasetRecord, Tracker, dvc_tags, environment_tags, open_run,
+    EXPERIMENT_TAG, MODEL_DIGEST_TAG, DatasetRecord, NullTracker, Tracker, dvc_tags, environment_tags, open_run,
+    open_run_in_background, registered_model_name,
 )
 
 CHECKPOINT = "model.pt"
@@ -117,13 +119,11 @@ def train_tracked(
     """
     checkpoint = engine.EpochCheckpoint(layout.resume_file(run.name), run.fingerprint, every_seconds=checkpoint_every_s)
     resumed = checkpoint.saved
-    tracker = open_run(run.study, run_name=run.name,
-                       continue_run_id=resumed["extra"].get("run_id") if resumed else None)
-    checkpoint.extra["run_id"] = tracker.run_id
     if resumed:
         print(f"{run.name}: resuming after epoch {len(resumed['history'])} from {checkpoint.path}")
-    succeeded = False
-    try:
+
+    def set_up(tracker: Tracker) -> None:  # on the tracking thread, while training runs
+        checkpoint.extra["run_id"] = tracker.run_id  # a resumed stage continues this run
         # Logging the same values again is allowed, so a resumed run needs no special case here.
         tracker.log_params(run.stage_params)
         tracker.set_tags({
@@ -134,8 +134,29 @@ def train_tracked(
             **environment_tags(), **run.tags,
         })
         tracker.log_dataset(run.dataset, context="train")
-        result = engine.train(model, split, normalize, config, runtime, checkpoint=checkpoint,
-                              on_epoch=lambda r: log_epoch(tracker, r, flush=checkpoint.due()))
+        # Saved epochs are logged again: whatever the killed process had not sent yet is in the state.
+        for row in resumed["history"] if resumed else []:
+            log_epoch(tracker, engine.EpochRecord(**row))
+        if not isinstance(tracker, NullTracker):
+            import cnnlab.serving  # noqa: F401  (MLflow's model-saving modules: imported now, not after training)
+
+    opening = open_run_in_background(run.study, run.name, resumed["extra"].get("run_id") if resumed else None,
+                                     then=set_up)
+    unlogged: list[engine.EpochRecord] = []
+
+    def on_epoch(record: engine.EpochRecord) -> None:
+        unlogged.append(record)
+        if opening.done():  # until the run is open, epochs wait here
+            for waiting in unlogged:
+                log_epoch(opening.result(), waiting)
+            unlogged.clear()
+
+    succeeded = False
+    try:
+        try:
+            result = engine.train(model, split, normalize, config, runtime, checkpoint=checkpoint, on_epoch=on_epoch)
+        except engine.NonFiniteLoss as error:
+            raise engine.NonFiniteLoss(f"{run.name}: {error}") from None
         model = model.to(memory_format=torch.contiguous_format)  # saved and served in the default layout
         info = {
             "device": engine.describe_device(runtime.device), "precision": runtime.precision, "epochs": config.epochs,
@@ -149,6 +170,9 @@ def train_tracked(
         write_json(layout.history(run.name), result.history_rows())
         checkpoint.remove()
         model_md5 = md5sum(layout.model_dir(run.name) / CHECKPOINT)
+        tracker = opening.result()
+        for waiting in unlogged:
+            log_epoch(tracker, waiting)
         tracker.set_tags({MODEL_DIGEST_TAG: model_md5})
         tracker.log_metrics({"train_seconds": result.train_seconds, "train_images_per_second": result.images_per_second,
                              "param_count": info["param_count"]})
@@ -157,11 +181,12 @@ def train_tracked(
         succeeded = True
         return TrainedModel(info, result.train_seconds, result.images_per_second, tracker.run_id, model_md5)
     finally:
-        tracker.close(succeeded)
+        opening.result().close(succeeded)
 
 
 def train_experiment(params: Params, name: str, layout: Layout) -> TrainedModel:
     config = params.experiment(name)
+    check_writable(layout.model_dir(name).parent, layout.history(name).parent, layout.resume_file(name).parent)
     prepared_dir = layout.prepared(config.dataset)
     prepared = load_prepared(prepared_dir)
     spec = ModelSpec(
@@ -185,17 +210,25 @@ def train_experiment(params: Params, name: str, layout: Layout) -> TrainedModel:
         torch.save({"spec": spec.to_json(), "state_dict": trained.state_dict()}, path)
 
     def publish(tracker: Tracker, trained: nn.Module) -> None:
-        tracker.log_model(trained, normalize(train_split.inputs[:2]).cpu().numpy())
+        if isinstance(tracker, NullTracker):
+            return
+        from cnnlab import serving
+
+        state = serving.classifier_state(spec.model, spec.model_args, spec.input_shape, spec.num_classes, trained,
+                                         normalize, prepared.pixel_permutation if config.inputs.permute_pixels else None)
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = serving.save_pyfunc(Path(tmp) / "model", state, prepared.train_inputs.numpy().dtype)
+            tracker.log_model(model_dir, registered_model_name(config.study, name))
 
     return train_tracked(layout, run, model, train_split, normalize, config.train, runtime,
                          params.runtime.checkpoint_every_s, save, {"param_count": count_parameters(model)}, publish)
 
 
-def log_epoch(tracker: Tracker, record: engine.EpochRecord, flush: bool) -> None:
+def log_epoch(tracker: Tracker, record: engine.EpochRecord) -> None:
+    """Buffered: sent in batches, and at the latest when the run closes. The engine saves its resumable state
+    before calling this, and a resumed run logs the saved epochs again, so none is lost to a kill."""
     tracker.log_metrics({"train_loss": record.train_loss, "train_accuracy": record.train_accuracy,
                          "train_images_per_second": record.images_per_second}, step=record.epoch)
-    if flush:  # a checkpoint follows: the run it resumes must already hold these metrics
-        tracker.flush()
 
 
 def _run_fingerprint(spec: ModelSpec, train: TrainConfig, precision: str, data_md5: str) -> str:
@@ -223,6 +256,7 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> Evaluated:
     from cnnlab import plots
 
     config = params.experiment(name).evaluate
+    check_writable(layout.metrics_dir, layout.figures(name).parent)
     spec, model, train_info = load_trained(layout, name)
     prepared = load_prepared(layout.prepared(spec.dataset))
     device = engine.select_device()
@@ -302,6 +336,8 @@ def publish_evaluation(
         for figure in sorted(Path(figures).glob("*.png")):
             tracker.log_artifact(figure, "figures")
         tracker.log_artifact(layout.metrics(name))
+        tracker.mark_evaluated(registered_model_name(study, name),
+                               {k: metrics[k] for k in ("test_accuracy", "test_loss") if k in metrics})
         succeeded = True
         return tracker.run_id
     finally:

@@ -27,15 +27,16 @@ reports the first and the last epoch's images/s: the last one runs on
 trained weights. With --zoo (default on CUDA) it adds the engine's training
 images/s and utilisation for every zoo model and the speedrun.
 
-It also times the MLflow logging share of a training epoch and a no-op
-`dvc repro` of the whole pipeline (its smoke profile, built in a temporary
-copy), when MLflow and DVC are installed. Every step prints a line as it
+It also times what MLflow adds to a train stage (the stage run with and
+without tracking) and a no-op `dvc repro` of the whole pipeline (its smoke
+profile, built in a temporary copy), when MLflow and DVC are installed. Every step prints a line as it
 ends, so a long run shows where it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -344,55 +345,32 @@ def zoo_row(workload: Workload, runtime: engine.Runtime, peaks: dict[str, float]
 # --------------------------------------------------------------------------
 
 
-def tracking_share(workload: Workload, runtime: engine.Runtime, images: int, epochs: int = 2) -> dict[str, float]:
-    """Train `epochs` epochs of `images` images logging to a fresh MLflow store as the train stage does.
+def tracking_cost(project: Path, repeats: int = 3) -> dict[str, Any]:
+    """What MLflow adds to a train stage, as a user sees it: `python stages/train.py mnist_cnn` (2 epochs of 3,000
+    generated images) timed with CNNLAB_TRACKING=off and with a local MLflow store, interleaved, in a fresh
+    process each time (importing MLflow counts); the difference of the medians is MLflow's cost per stage."""
+    from cnnlab_tools.sandbox import copy_project, smoke_profile
 
-    The per-epoch share is the time inside the logging calls over the epoch time;
-    the run's one-off costs (open, params, tags, model, close) are reported apart.
-    """
-    from mlflow import MlflowClient
-
-    from cnnlab.tracking import MlflowTracker
+    def mnist_cnn_only(params: dict[str, Any]) -> None:
+        smoke_profile(params)
+        params.update(datasets={"mnist": params["datasets"]["mnist"]},
+                      experiments={"mnist_cnn": params["experiments"]["mnist_cnn"]}, transfer={})
+        params["report"]["comparisons"] = []
 
     with tempfile.TemporaryDirectory() as tmp:
-        uri = f"sqlite:///{tmp}/mlflow.db"
-        started = time.perf_counter()
-        client = MlflowClient(tracking_uri=uri)
-        experiment = client.create_experiment("bench", artifact_location=Path(tmp, "mlruns").as_uri())
-        tracker = MlflowTracker(client, client.create_run(experiment).info.run_id, uri)
-        tracker.log_params({"train": asdict(workload.train)})
-        tracker.set_tags({"cnnlab.experiment": workload.name})
-        open_seconds = time.perf_counter() - started
-
-        logging_seconds = 0.0
-
-        def log(record: engine.EpochRecord) -> None:
-            nonlocal logging_seconds
-            begun = time.perf_counter()
-            tracker.log_metrics({"train_loss": record.train_loss, "train_accuracy": record.train_accuracy,
-                                 "train_images_per_second": record.images_per_second}, step=record.epoch)
-            logging_seconds += time.perf_counter() - begun
-
-        inputs, targets = generated_images(workload, images)
-        model = workload.build_model().to(runtime.device)
-        split = DeviceSplit(as_tensors(inputs).to(runtime.device), torch.from_numpy(targets).to(runtime.device))
-        result = engine.train(model, split, engine_normalizer(workload, runtime.device),
-                              replace(workload.train, epochs=epochs), runtime, on_epoch=log, progress=False)
-        begun = time.perf_counter()
-        tracker.flush()  # buffered epoch metrics are sent here; count them as per-epoch cost
-        logging_seconds += time.perf_counter() - begun
-        begun = time.perf_counter()
-        example = engine_normalizer(workload, torch.device("cpu"))(as_tensors(inputs[:2]))
-        tracker.log_model(model, example.numpy())
-        tracker.close(True)
-        close_seconds = time.perf_counter() - begun
-    epoch_seconds = result.train_seconds / epochs
-    return {
-        "workload": workload.name, "epoch_images": images, "epoch_seconds": epoch_seconds,
-        "logging_seconds_per_epoch": logging_seconds / epochs,
-        "logging_share_of_epoch": logging_seconds / epochs / epoch_seconds,
-        "run_open_seconds": open_seconds, "model_and_close_seconds": close_seconds,
-    }
+        root = copy_project(project, Path(tmp) / "project", mnist_cnn_only)
+        env = {"DVC_NO_ANALYTICS": "1", "CNNLAB_DEVICE": "cpu"}
+        _dvc(["repro", "prepare@mnist"], root, env)
+        seconds: dict[str, list[float]] = {"off": [], "on": []}
+        for _ in range(repeats):
+            for switch in seconds:
+                started = time.perf_counter()
+                subprocess.run([sys.executable, "stages/train.py", "mnist_cnn"], cwd=root, check=True,
+                               env={**os.environ, **env, "CNNLAB_TRACKING": switch}, capture_output=True)
+                seconds[switch].append(time.perf_counter() - started)
+    off, on = statistics.median(seconds["off"]), statistics.median(seconds["on"])
+    return {"stage": "train@mnist_cnn", "untracked_seconds": off, "tracked_seconds": on, "mlflow_seconds": on - off,
+            "seconds": seconds}
 
 
 def noop_repro_seconds(project: Path, repeats: int = 3) -> dict[str, Any]:
@@ -493,10 +471,10 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{row['utilisation']:.1%} |")
     tracking = report.get("tracking")
     if tracking:
-        lines += ["", f"MLflow logging ({tracking['workload']}, epochs of {tracking['epoch_images']:,} images): "
-                  f"{tracking['logging_seconds_per_epoch'] * 1000:.1f} ms per {tracking['epoch_seconds']:.2f} s epoch "
-                  f"= {tracking['logging_share_of_epoch']:.2%}; once per run: opening {tracking['run_open_seconds']:.2f} s, "
-                  f"model and close {tracking['model_and_close_seconds']:.2f} s."]
+        lines += ["", f"MLflow's cost per train stage (`{tracking['stage']}` in a fresh process, local SQLite store, "
+                  f"median of {len(tracking['seconds']['on'])}): {tracking['tracked_seconds']:.2f} s tracked against "
+                  f"{tracking['untracked_seconds']:.2f} s with CNNLAB_TRACKING=off = "
+                  f"{tracking['mlflow_seconds']:.2f} s."]
     repro = report.get("noop_repro")
     if repro:
         lines += ["", f"No-op `dvc repro` of the whole pipeline ({repro['stages']} stages, smoke profile): "
@@ -547,13 +525,12 @@ def run_bench(params: Params, workloads: list[str], steps_scale: float, workers:
             row = zoo_row(workload, resolved_runtime(params, workload, device), peaks)
             say(f"{name}: {row['images_per_second']:,.0f} img/s, {row['utilisation']:.1%} of the {row['precision']} peak")
             report["zoo"].append(row)
-    if with_tracking:
-        mnist_cnn = workload_from_params(params, "mnist_cnn", 1)
-        try:
-            say("MLflow: logging two epochs of mnist_cnn to a fresh store")
-            report["tracking"] = tracking_share(mnist_cnn, resolved_runtime(params, mnist_cnn, device), 60_000)
-        except ImportError:
-            report["skipped"].append("MLflow logging share (mlflow is not installed)")
+    if with_tracking and data_project is not None:
+        if importlib.util.find_spec("mlflow") and Path(sys.executable).with_name("dvc").exists():
+            say("MLflow: timing train@mnist_cnn with and without tracking")
+            report["tracking"] = tracking_cost(data_project)
+        else:
+            report["skipped"].append("MLflow's cost per stage (mlflow or dvc is not installed)")
     if project is not None:
         if Path(sys.executable).with_name("dvc").exists():
             say("DVC: building the smoke profile of the whole pipeline, then timing a no-op dvc repro")
@@ -572,7 +549,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, help="the reference DataLoader's workers (default: the course's)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timings per loop; the median counts")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the no-op dvc repro timing")
-    parser.add_argument("--no-tracking", action="store_true", help="skip the MLflow logging share")
+    parser.add_argument("--no-tracking", action="store_true", help="skip timing MLflow's cost per train stage")
     parser.add_argument("--epochs", type=int, default=3, help="whole epochs per workload on its data; 0: skip")
     parser.add_argument("--epoch-images", type=int, help="cap the images of those epochs (default: all)")
     parser.add_argument("--zoo", action=argparse.BooleanOptionalAction, default=None,

@@ -18,7 +18,7 @@ import hashlib
 import io
 import pickle
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ from cnnlab.data import synthetic
 from cnnlab.data.registry import DatasetKind, PrepareOptions, Splits
 from cnnlab.data.sources import MIRROR_ENV, RemoteFile, fetch_files, mirror_from_env, verify_md5
 from cnnlab.errors import DataError
+from cnnlab.config import section
 
 # torchvision.datasets.CIFAR10's URL and md5s (torchvision 0.29).
 OFFICIAL_BASES = ("https://www.cs.toronto.edu/~kriz/",)
@@ -50,7 +51,7 @@ IMAGES_ARCHIVE = RemoteFile("cifar10-train-jpg.tar.gz", "64bcba998a3ed7276af3309
 IMAGE_SIZE = 32
 
 
-@dataclass(frozen=True)
+@section
 class ImagesOptions:
     """`acquire.images:` where the JPEG archive is and how much of it is held out."""
 
@@ -64,7 +65,7 @@ class ImagesOptions:
             raise ValueError(f"images.holdout must be between 0 and 1, got {self.holdout}")
 
 
-@dataclass(frozen=True)
+@section
 class Cifar10Source:
     """`acquire:` of CIFAR-10: the official archive, the training images as JPEG files, or a stand-in."""
 

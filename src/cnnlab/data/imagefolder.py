@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -25,11 +24,12 @@ from cnnlab.data.registry import DatasetKind, PrepareOptions, Splits
 from cnnlab.data.sources import MIRROR_ENV, mirror_from_env
 from cnnlab.errors import DataError
 from cnnlab.io import replaced_atomically
+from cnnlab.config import section
 
 TEST_SPLIT_NAMES = ("valid", "test")
 
 
-@dataclass(frozen=True)
+@section
 class ImageFolderSource:
     """`acquire:` of an image folder."""
 
@@ -37,7 +37,7 @@ class ImageFolderSource:
     source: str = ""
 
 
-@dataclass(frozen=True)
+@section
 class ImageFolderPrepare(PrepareOptions):
     """`prepare:` of an image folder: how images become tensors."""
 

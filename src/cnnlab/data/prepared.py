@@ -100,6 +100,23 @@ def write_prepared(
     return meta
 
 
+def check_learnable(name: str, splits: Splits) -> None:
+    """Refuse data no classifier can learn from, before it is written: one class, or an input channel
+    (a feature, for non-image data) with one value throughout the training split (normalising divides by
+    its zero spread)."""
+    present = sorted(set(splits.train_targets.tolist()))
+    if len(splits.class_names) < 2 or len(present) < 2:
+        found = ", ".join(splits.class_names[i] for i in present) or "none"
+        raise DataError(f"dataset {name!r}: its training split holds one class ({found}); a classifier needs "
+                        "at least two: add a folder of images for another class")
+    _, std = channel_stats(splits.train_inputs)
+    flat = [i for i, spread in enumerate(std) if spread == 0]
+    if flat:
+        what = "channel" if splits.is_image else "feature"
+        raise DataError(f"dataset {name!r}: {what} {flat[0]} has the same value in every training sample "
+                        f"(zero variance), which normalisation would divide by; check the source files")
+
+
 def load_tensor_file(path: Path, how_to_make: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DataError(f"{path}: missing; run `{how_to_make}` first")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from cnnlab.config import section
 
 
 # Where a dataset's samples came from, so no one mistakes results on generated data for the course's.
@@ -42,7 +43,7 @@ class Splits:
         return self.train_inputs.dtype == torch.uint8
 
 
-@dataclass(frozen=True)
+@section
 class PrepareOptions:
     """`prepare:` settings every dataset kind accepts."""
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from cnnlab.data.registry import DatasetKind, PrepareOptions, Splits
 from cnnlab.io import save_tensors
+from cnnlab.config import section
 
 
-@dataclass(frozen=True)
+@section
 class SpiralOptions:
     classes: int = 3
     points_per_class: int = 1000

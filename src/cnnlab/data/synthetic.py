@@ -10,13 +10,14 @@ and the offline demo rely on both properties.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Literal
 
 import torch
 
 from cnnlab.io import save_tensors
+from cnnlab.config import section
 
 STROKES_PER_CLASS = 3
 MAX_SHIFT = 3
@@ -25,7 +26,7 @@ NOISE_STD = 0.25
 CHUNK = 8192
 
 
-@dataclass(frozen=True)
+@section
 class SyntheticSizes:
     train_size: int = 60000
     test_size: int = 10000
@@ -97,7 +98,7 @@ def make_dataset(
 SYNTHETIC_FILE = "synthetic.pt"
 
 
-@dataclass(frozen=True)
+@section
 class SourceOptions:
     """`acquire:` of a downloadable image dataset: the official files, or a synthetic stand-in."""
 

@@ -11,6 +11,7 @@ cross_entropy(log_softmax(z)) equals the course's nll_loss(log_softmax(z)).
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 
 from torch import nn
@@ -67,6 +68,10 @@ def check_model_args(name: str, args: Mapping[str, object], where: str) -> None:
             raise ConfigError(
                 f"{where}.model_args.{key}: expected {type(default).__name__} for model {name!r}, got {value!r}"
             )
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:  # every int option is a size
+            raise ConfigError(f"{where}.model_args.{key}: {value} is not accepted; a size must be at least 1")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}.model_args.{key}: {value} is not accepted; it must be a finite number")
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **args: object) -> nn.Module:
