@@ -165,13 +165,13 @@ def test_mlflow_holds_runs_params_metrics_artifacts_and_tags(built):
     assert {"history.json", "figures", "mnist_cnn.json"} <= artifacts
     figures = {a.path for a in client.list_artifacts(latest.info.run_id, "figures")}
     assert "figures/confusion.png" in figures
-    models = client.search_logged_models(
-        experiment_ids=[studies["mnist"].experiment_id], filter_string=f"source_run_id = '{latest.info.run_id}'"
-    )
-    assert len(models) == 1 and models[0].name == "model"
-    import mlflow
-    import mlflow.pytorch
+    # The model: logged by the run, registered as <study>.<experiment>, its evaluated version aliased.
+    assert "model" in artifacts
+    version = client.get_model_version_by_alias("mnist.mnist_cnn", "evaluated")
+    assert version.run_id == latest.info.run_id
+    assert float(version.tags["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])
+    import mlflow.pyfunc
 
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    loaded = mlflow.pytorch.load_model(models[0].model_uri)
-    assert sum(p.numel() for p in loaded.parameters()) == 6422
+    served = mlflow.pyfunc.load_model(f"{latest.info.artifact_uri}/model")
+    classifier = served.unwrap_python_model().classifier
+    assert sum(p.numel() for p in classifier.net.parameters()) == 6422

@@ -138,7 +138,7 @@ def test_restored_stages_make_no_mlflow_run_and_metrics_still_link_to_the_run_th
 
 def test_a_failed_train_loses_nothing(team):
     failed = team["failed"]
-    assert failed.returncode != 0 and "train.optimizer: optimizer.lr must be positive" in failed.stderr
+    assert failed.returncode != 0 and "train.optimizer.lr: -1 is not accepted; it must be greater than 0" in failed.stderr
     assert team["model_gone_after_failure"], "DVC removes a stage's outputs before running it"
     assert team["checked_out"] == {stage: {o["path"]: o["md5"] for o in outs}
                                    for stage, outs in team["locks"][SECOND_LR].items()}, "dvc checkout: all back"

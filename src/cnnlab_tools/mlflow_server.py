@@ -150,22 +150,27 @@ def start_mlflow(layout: ServerLayout, port: int, db_port: int) -> subprocess.Po
     command = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                "--backend-store-uri", backend_uri(db_port), "--serve-artifacts",
                "--artifacts-destination", str(layout.artifacts.resolve())]
+    # A client's settings (MLFLOW_TRACKING_URI and the like, which mlflow.set_tracking_uri exports) are not the
+    # server's: the server has its own store and nothing else.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     with open(layout.log, "ab") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     layout.pid_file.write_text(str(server.pid))
     deadline = time.monotonic() + START_TIMEOUT_S
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise ServerError(f"mlflow server exited with {server.returncode}; see {layout.log}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+            with direct.open(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
                 if answer.status == 200:
                     return server
         except OSError:
             time.sleep(0.5)
     stop_mlflow(layout)
+    last = (layout.log.read_text(errors="replace").strip().splitlines() or ["(empty)"])[-1]
     raise ServerError(f"mlflow server did not answer on 127.0.0.1:{port} within {START_TIMEOUT_S:.0f} s; "
-                      f"see {layout.log}")
+                      f"its log {layout.log} ends: {last[:300]}")
 
 
 def stop_mlflow(layout: ServerLayout) -> None:
