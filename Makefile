@@ -69,7 +69,7 @@ test: setup postgres
 test-slow: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow
 
-# The CUDA tests (tests/test_gpu.py), with whatever Python has torch, torchvision, pytest, pyyaml, tqdm, pydantic:
+# The CUDA tests (tests/test_gpu.py), with whatever Python has torch, torchvision, pytest, pyyaml and tqdm:
 # no .venv, DVC or MLflow needed, so a GPU machine's own Python runs them from the source tree.
 GPU_PYTHON ?= python3
 test-gpu:

@@ -16,20 +16,31 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-import pydantic
 import yaml
-from pydantic import Field
 
 from cnnlab.errors import ConfigError
+
+try:
+    import pydantic
+    import pydantic.dataclasses
+    from pydantic import Field
+except ImportError:  # the engine alone on a bare machine (say, a GPU box's own Python): the types, unvalidated
+    pydantic = None  # type: ignore[assignment]
+
+    def Field(**constraints: Any) -> None:  # noqa: N802  (stands in for pydantic.Field)
+        return None
 
 T = TypeVar("T")
 
 PARAMS_FILE = "params.yaml"
 
-# YAML's own types, exactly: a number is a number (1 counts as 1.0), "1" is a string and true is no integer;
-# unknown keys are errors, not silently ignored.
-SECTION_CONFIG = pydantic.ConfigDict(extra="forbid", strict=True)
-section = functools.partial(pydantic.dataclasses.dataclass, frozen=True, config=SECTION_CONFIG)
+if pydantic is not None:
+    # YAML's own types, exactly: a number is a number (1 counts as 1.0), "1" is a string and true is no integer;
+    # unknown keys are errors, not silently ignored.
+    SECTION_CONFIG = pydantic.ConfigDict(extra="forbid", strict=True)
+    section = functools.partial(pydantic.dataclasses.dataclass, frozen=True, config=SECTION_CONFIG)
+else:
+    section = functools.partial(dataclasses.dataclass, frozen=True)
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -45,12 +56,14 @@ Name = Annotated[str, Field(min_length=1)]
 
 
 @functools.cache
-def _adapter(cls: type) -> pydantic.TypeAdapter:
+def _adapter(cls: type) -> Any:
     return pydantic.TypeAdapter(cls, config=None if hasattr(cls, "__pydantic_config__") else SECTION_CONFIG)
 
 
 def parse_dataclass(cls: type[T], data: Any, where: str) -> T:
     """Build `cls` from a YAML value; `where` is its key path in params.yaml."""
+    if pydantic is None:
+        raise ConfigError(f"{where}: validating params.yaml needs pydantic; pip install 'pydantic>=2.7'")
     try:
         # Validated as JSON: YAML's mappings, lists and scalars are JSON's, and pydantic's strict JSON mode
         # accepts a mapping for a nested section and a list for a tuple, and nothing looser.
@@ -60,7 +73,8 @@ def parse_dataclass(cls: type[T], data: Any, where: str) -> T:
         raise ConfigError(_one_line(error, cls, data, where)) from None
 
 
-def _one_line(error: pydantic.ValidationError, cls: type, data: Any, where: str) -> str:
+def _one_line(error: Any, cls: type, data: Any, where: str) -> str:
+    """pydantic's ValidationError as one line: the first problem, at its params.yaml key path."""
     located = [(_locate(cls, data, e["loc"]), e) for e in error.errors(include_url=False)]
     if len(located) > 1:  # every branch of a union failed, or several keys did: one line about one of them
         shallow = min(located, key=lambda item: len(item[0][0]))
