@@ -179,13 +179,9 @@ def test_mirror_given_as_a_url_is_downloaded_and_checked(tmp_path):
 
 
 def small_mnist_fc(params: dict) -> None:
-    from conftest import smoke_profile
+    from cnnlab_tools.sandbox import smoke_experiment
 
-    smoke_profile(params)
-    params["datasets"] = {"mnist": params["datasets"]["mnist"]}
-    params["experiments"] = {"mnist_fc": params["experiments"]["mnist_fc"]}
-    params["transfer"] = {}
-    params["report"]["comparisons"] = []
+    smoke_experiment(params, "mnist_fc")
     params["datasets"]["mnist"]["acquire"]["synthetic"] = {"train_size": 2000, "test_size": 100, "seed": 0}
     params["experiments"]["mnist_fc"]["train"]["epochs"] = 3
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import copy_project, free_port, run, run_env, set_in, smoke_profile
+from conftest import copy_project, free_port, run, run_env, set_in
 from cnnlab_tools import mlflow_server
+from cnnlab_tools.sandbox import smoke_experiment
 
 pytestmark = pytest.mark.skipif(not list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")),
                                 reason="PostgreSQL's server is not installed (apt-get install postgresql)")
@@ -61,11 +62,7 @@ def stack():
 
 def mnist_only(epochs: int, train_size: int):
     def edit(params: dict) -> None:
-        smoke_profile(params)
-        params["datasets"] = {"mnist": params["datasets"]["mnist"]}
-        params["experiments"] = {"mnist_cnn": params["experiments"]["mnist_cnn"]}
-        params["transfer"] = {}
-        params["report"]["comparisons"] = []
+        smoke_experiment(params, "mnist_cnn")
         set_in(params, "datasets.mnist.acquire.synthetic", {"train_size": train_size, "test_size": 500, "seed": 0})
         set_in(params, "experiments.mnist_cnn.train.epochs", epochs)
         set_in(params, "runtime.checkpoint_every_s", 0)

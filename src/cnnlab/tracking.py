@@ -517,7 +517,11 @@ def open_run_in_background(study: str, run_name: str, continue_run_id: str | Non
     def open_and_set_up() -> Tracker:
         tracker = open_run(study, run_name, continue_run_id, model_md5=model_md5)
         if then is not None:
-            then(tracker)
+            try:
+                then(tracker)
+            except Exception as error:  # the caller's training must not fail on what it logs first
+                print(f"cnnlab: warning: setting up MLflow run {tracker.run_id} failed "
+                      f"({type(error).__name__}: {error}); training goes on", file=sys.stderr)
         return tracker
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnlab-tracking")

@@ -349,16 +349,10 @@ def tracking_cost(project: Path, repeats: int = 3) -> dict[str, Any]:
     """What MLflow adds to a train stage, as a user sees it: `python stages/train.py mnist_cnn` (2 epochs of 3,000
     generated images) timed with CNNLAB_TRACKING=off and with a local MLflow store, interleaved, in a fresh
     process each time (importing MLflow counts); the difference of the medians is MLflow's cost per stage."""
-    from cnnlab_tools.sandbox import copy_project, smoke_profile
-
-    def mnist_cnn_only(params: dict[str, Any]) -> None:
-        smoke_profile(params)
-        params.update(datasets={"mnist": params["datasets"]["mnist"]},
-                      experiments={"mnist_cnn": params["experiments"]["mnist_cnn"]}, transfer={})
-        params["report"]["comparisons"] = []
+    from cnnlab_tools.sandbox import copy_project, smoke_experiment
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = copy_project(project, Path(tmp) / "project", mnist_cnn_only)
+        root = copy_project(project, Path(tmp) / "project", lambda params: smoke_experiment(params, "mnist_cnn"))
         env = {"DVC_NO_ANALYTICS": "1", "CNNLAB_DEVICE": "cpu"}
         _dvc(["repro", "prepare@mnist"], root, env)
         seconds: dict[str, list[float]] = {"off": [], "on": []}

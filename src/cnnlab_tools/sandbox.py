@@ -60,6 +60,17 @@ def smoke_profile(params: dict[str, Any], image_folder: Path | None = None) -> d
     return params
 
 
+def smoke_experiment(params: dict[str, Any], experiment: str) -> dict[str, Any]:
+    """The smoke profile cut down to one experiment and its dataset (no transfer, no comparisons)."""
+    smoke_profile(params)
+    dataset = params["experiments"][experiment]["dataset"]
+    params["datasets"] = {dataset: params["datasets"][dataset]}
+    params["experiments"] = {experiment: params["experiments"][experiment]}
+    params["transfer"] = {}
+    params["report"]["comparisons"] = []
+    return params
+
+
 def _smoke_catsdogs(params: dict[str, Any], image_folder: Path | None) -> None:
     if "catsdogs" not in params.get("datasets", {}):
         return
