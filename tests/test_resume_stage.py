@@ -22,6 +22,23 @@ def long_mnist_cnn(params):
     set_in(params, "runtime.checkpoint_every_s", 0)
 
 
+def store_client(root):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+def statuses_within(root, seconds: float) -> list[str]:
+    """The statuses of the project's MLflow runs once none is RUNNING, or as they are after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        experiment = store_client(root).get_experiment_by_name("mnist") if (root / "mlflow.db").exists() else None
+        statuses = [r.info.status for r in store_client(root).search_runs([experiment.experiment_id])] if experiment else []
+        if (statuses and "RUNNING" not in statuses) or time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.5)
+
+
 def test_killed_repro_resumes_the_train_stage(make_project):
     root = make_project(long_mnist_cnn)
     env = run_env()
@@ -37,6 +54,8 @@ def test_killed_repro_resumes_the_train_stage(make_project):
     os.killpg(repro.pid, signal.SIGKILL)  # dvc and the stage's python process alike
     repro.wait()
     assert not (root / "models" / "mnist_cnn" / "model.pt").exists()
+    # The stage's tracking worker outlives the kill: it sees the stage gone and closes the run as KILLED.
+    assert statuses_within(root, 60) == ["KILLED"]
 
     resumed = run(["dvc", "repro", "train@mnist_cnn"], root, env)
     assert "resuming after epoch" in resumed.stdout
@@ -51,9 +70,7 @@ def test_killed_repro_resumes_the_train_stage(make_project):
     for name, tensor in state.items():
         assert torch.equal(tensor, resumed_state[name]), name
 
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    client = store_client(root)
     runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
     assert len(runs) == 2, "the resumed stage continued the killed run's MLflow run; --force made one more"
     assert all(r.info.status == "FINISHED" for r in runs)

@@ -71,7 +71,7 @@ def answer(comparison: Comparison, metrics: Mapping[str, Mapping[str, Any]], tol
 
 def execution_facts(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per experiment, the MLflow run that trained its model (by the model file's MD5) and its timings."""
-    from cnnlab.tracking import execution_facts as runs_of
+    from cnnlab.tracking.store import execution_facts as runs_of
 
     return runs_of({name: (values["study"], values["model_md5"]) for name, values in metrics.items()
                     if "model_md5" in values}, EXECUTION_FACTS)

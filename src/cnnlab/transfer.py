@@ -37,7 +37,7 @@ from cnnlab.models import count_parameters
 from cnnlab.models.complexity import count_macs
 from cnnlab.models.pretrained import headless, imagenet_top_classes, locate_imagenet_weights, torchvision_backbone, weights_of
 from cnnlab.paths import Layout
-from cnnlab.tracking import Tracker
+from cnnlab.tracking import Tracker, open_run
 from cnnlab.workflow import (
     CHECKPOINT, TRAIN_INFO, Evaluated, ModelSpec, TrainedModel, TrainingRun, dataset_record, load_trained,
     publish_evaluation, train_tracked,
@@ -342,56 +342,59 @@ def evaluate_head(params: Params, name: str, layout: Layout) -> Evaluated:
     prepared = load_prepared(layout.prepared(config.dataset))
     saved = load_tensor_file(layout.model_dir(name) / CHECKPOINT, f"dvc repro head@{name}")
     train_info = read_json(layout.model_dir(name) / TRAIN_INFO)
-    device = engine.select_device()
-    head = new_head(record.feature_dim, prepared.meta.num_classes, 0.0)
-    if saved["finetuned"]:
-        model: nn.Module = TransferModel(backbone_architecture(record), head, record.input_shape,
-                                         record.config.finetune_layers)
-        model.load_state_dict(saved["state_dict"])
-        _, test_split = to_device(prepared, device, permute=False)
-        normalize = make_normalizer(prepared.meta, record.inputs.normalize, device)
-    else:
-        head.load_state_dict(saved["state_dict"])
-        model = head
-        features = load_prepared(layout.features(name))
-        _, test_split = to_device(features, device, permute=False)
-        normalize = make_normalizer(features.meta, "none", device)
-    model = model.to(device)
-    evaluation = engine.evaluate(model, test_split, normalize, config.evaluate.batch_size, prepared.meta.num_classes)
-    head_macs = count_macs(head, (record.feature_dim,))
-    metrics = {
-        "test_accuracy": evaluation.accuracy,
-        "test_loss": evaluation.loss,
-        "param_count": train_info["param_count"],
-        "trainable_param_count": train_info["trainable_param_count"],
-        "macs_per_image": record.macs_per_image + head_macs,
-        "device": train_info["device"],
-        "precision": train_info["precision"],
-        "study": config.study,
-        "dataset": config.dataset,
-        "data_origin": prepared.meta.origin,
-        "model": f"{record.config.name} ({record.config.weights}) + new head",
-        "backbone": record.config.name,
-        "backbone_weights": record.config.weights,
-        "mode": train_info["mode"],
-        "epochs": train_info["epochs"],
-        "final_train_accuracy": train_info["final_train_accuracy"],
-        "per_class_accuracy": dict(zip(prepared.meta.class_names, evaluation.per_class_accuracy)),
-        "imagenet_preview": record.imagenet_preview,
-        "model_md5": md5sum(layout.model_dir(name) / CHECKPOINT),
-    }
-    # On cached features this stage never loads the backbone: its latency is timed (and printed) by features@.
-    latency = "inference_ms_per_image" if saved["finetuned"] else "head_inference_ms_per_image"
-    timings = {"eval_images_per_second": evaluation.images_per_second,
-               latency: engine.latency_ms(model, normalize(test_split.inputs[:1]))}
+    model_md5 = md5sum(layout.model_dir(name) / CHECKPOINT)
+    # Opened first: the tracking worker starts MLflow while this process evaluates.
+    with open_run(config.study, run_name=name, model_md5=model_md5) as tracker:
+        device = engine.select_device()
+        head = new_head(record.feature_dim, prepared.meta.num_classes, 0.0)
+        if saved["finetuned"]:
+            model: nn.Module = TransferModel(backbone_architecture(record), head, record.input_shape,
+                                             record.config.finetune_layers)
+            model.load_state_dict(saved["state_dict"])
+            _, test_split = to_device(prepared, device, permute=False)
+            normalize = make_normalizer(prepared.meta, record.inputs.normalize, device)
+        else:
+            head.load_state_dict(saved["state_dict"])
+            model = head
+            features = load_prepared(layout.features(name))
+            _, test_split = to_device(features, device, permute=False)
+            normalize = make_normalizer(features.meta, "none", device)
+        model = model.to(device)
+        evaluation = engine.evaluate(model, test_split, normalize, config.evaluate.batch_size, prepared.meta.num_classes)
+        head_macs = count_macs(head, (record.feature_dim,))
+        metrics = {
+            "test_accuracy": evaluation.accuracy,
+            "test_loss": evaluation.loss,
+            "param_count": train_info["param_count"],
+            "trainable_param_count": train_info["trainable_param_count"],
+            "macs_per_image": record.macs_per_image + head_macs,
+            "device": train_info["device"],
+            "precision": train_info["precision"],
+            "study": config.study,
+            "dataset": config.dataset,
+            "data_origin": prepared.meta.origin,
+            "model": f"{record.config.name} ({record.config.weights}) + new head",
+            "backbone": record.config.name,
+            "backbone_weights": record.config.weights,
+            "mode": train_info["mode"],
+            "epochs": train_info["epochs"],
+            "final_train_accuracy": train_info["final_train_accuracy"],
+            "per_class_accuracy": dict(zip(prepared.meta.class_names, evaluation.per_class_accuracy)),
+            "imagenet_preview": record.imagenet_preview,
+            "model_md5": model_md5,
+        }
+        # On cached features this stage never loads the backbone: its latency is timed (and printed) by features@.
+        latency = "inference_ms_per_image" if saved["finetuned"] else "head_inference_ms_per_image"
+        timings = {"eval_images_per_second": evaluation.images_per_second,
+                   latency: engine.latency_ms(model, normalize(test_split.inputs[:1]))}
 
-    def preview(out: Path) -> None:
-        if record.imagenet_preview:
-            indices = torch.tensor([row["test_index"] for row in record.imagenet_preview])
-            captions = ["\n".join(f"{label[:18]} {p:.0%}" for label, p in row["top5"]) for row in record.imagenet_preview]
-            plots.image_grid_png(prepared.test_inputs[indices], captions,
-                                 f"{record.config.name} on ImageNet, untouched: top 5 classes", out / "imagenet_top5.png")
+        def preview(out: Path) -> None:
+            if record.imagenet_preview:
+                indices = torch.tensor([row["test_index"] for row in record.imagenet_preview])
+                captions = ["\n".join(f"{label[:18]} {p:.0%}" for label, p in row["top5"]) for row in record.imagenet_preview]
+                plots.image_grid_png(prepared.test_inputs[indices], captions,
+                                     f"{record.config.name} on ImageNet, untouched: top 5 classes", out / "imagenet_top5.png")
 
-    run_id = publish_evaluation(layout, f"evaluate_head@{name}", name, config.study, evaluation, prepared,
-                                config.evaluate, metrics, timings, preview)
-    return Evaluated(metrics, timings, run_id)
+        publish_evaluation(tracker, layout, f"evaluate_head@{name}", name, config.study, evaluation, prepared,
+                           config.evaluate, metrics, timings, preview)
+    return Evaluated(metrics, timings, tracker.run_id)

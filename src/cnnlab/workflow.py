@@ -34,8 +34,8 @@ from cnnlab.models import build_model, count_parameters
 from cnnlab.models.complexity import count_macs
 from cnnlab.paths import Layout
 from cnnlab.tracking import (
-    EXPERIMENT_TAG, MODEL_DIGEST_TAG, DatasetRecord, NullTracker, Tracker, dvc_tags, environment_tags, open_run,
-    open_run_in_background, registered_model_name,
+    MODEL_DIGEST_TAG, DatasetRecord, NullTracker, Tracker, dvc_tags, environment_tags, new_run_key, open_run,
+    registered_model_name,
 )
 
 CHECKPOINT = "model.pt"
@@ -93,6 +93,7 @@ class TrainingRun:
     dataset: DatasetRecord
     tags: dict[str, str]
     fingerprint: str  # a resumable state is continued only if it was saved under the same one
+    logs_model: bool = False  # whether `publish` logs an MLflow model
 
 
 @dataclass(frozen=True)
@@ -121,13 +122,13 @@ def train_tracked(
     resumed = checkpoint.saved
     if resumed:
         print(f"{run.name}: resuming after epoch {len(resumed['history'])} from {checkpoint.path}")
-
-    def set_up(tracker: Tracker) -> None:  # on the tracking thread, while training runs
-        checkpoint.extra["run_id"] = tracker.run_id  # a resumed stage continues this run
+    # A resumed stage continues the run its state is keyed with.
+    checkpoint.extra["run_key"] = resumed["extra"]["run_key"] if resumed else new_run_key()
+    with open_run(run.study, run.name, run_key=checkpoint.extra["run_key"], logs_model=run.logs_model) as tracker:
         # Logging the same values again is allowed, so a resumed run needs no special case here.
         tracker.log_params(run.stage_params)
         tracker.set_tags({
-            **dvc_tags(run.stage, run.stage_params), EXPERIMENT_TAG: run.name, "data.prepared_md5": run.dataset.digest,
+            **dvc_tags(run.stage, run.stage_params), "data.prepared_md5": run.dataset.digest,
             "data.origin": run.dataset.origin, "device": engine.describe_device(runtime.device),
             "runtime.precision": runtime.precision, "runtime.channels_last": str(runtime.channels_last).lower(),
             "runtime.compile": str(runtime.compile).lower(), "runtime.deterministic": str(runtime.deterministic).lower(),
@@ -137,24 +138,9 @@ def train_tracked(
         # Saved epochs are logged again: whatever the killed process had not sent yet is in the state.
         for row in resumed["history"] if resumed else []:
             log_epoch(tracker, engine.EpochRecord(**row))
-        if not isinstance(tracker, NullTracker):
-            import cnnlab.serving  # noqa: F401  (MLflow's model-saving modules: imported now, not after training)
-
-    opening = open_run_in_background(run.study, run.name, resumed["extra"].get("run_id") if resumed else None,
-                                     then=set_up)
-    unlogged: list[engine.EpochRecord] = []
-
-    def on_epoch(record: engine.EpochRecord) -> None:
-        unlogged.append(record)
-        if opening.done():  # until the run is open, epochs wait here
-            for waiting in unlogged:
-                log_epoch(opening.result(), waiting)
-            unlogged.clear()
-
-    succeeded = False
-    try:
         try:
-            result = engine.train(model, split, normalize, config, runtime, checkpoint=checkpoint, on_epoch=on_epoch)
+            result = engine.train(model, split, normalize, config, runtime, checkpoint=checkpoint,
+                                  on_epoch=lambda record: log_epoch(tracker, record))
         except engine.NonFiniteLoss as error:
             raise engine.NonFiniteLoss(f"{run.name}: {error}") from None
         model = model.to(memory_format=torch.contiguous_format)  # saved and served in the default layout
@@ -170,18 +156,12 @@ def train_tracked(
         write_json(layout.history(run.name), result.history_rows())
         checkpoint.remove()
         model_md5 = md5sum(layout.model_dir(run.name) / CHECKPOINT)
-        tracker = opening.result()
-        for waiting in unlogged:
-            log_epoch(tracker, waiting)
         tracker.set_tags({MODEL_DIGEST_TAG: model_md5})
         tracker.log_metrics({"train_seconds": result.train_seconds, "train_images_per_second": result.images_per_second,
                              "param_count": info["param_count"]})
         tracker.log_artifact(layout.history(run.name))
         publish(tracker, model)
-        succeeded = True
-        return TrainedModel(info, result.train_seconds, result.images_per_second, tracker.run_id, model_md5)
-    finally:
-        opening.result().close(succeeded)
+    return TrainedModel(info, result.train_seconds, result.images_per_second, tracker.run_id, model_md5)
 
 
 def train_experiment(params: Params, name: str, layout: Layout) -> TrainedModel:
@@ -204,7 +184,8 @@ def train_experiment(params: Params, name: str, layout: Layout) -> TrainedModel:
     stage_params = {"experiment": name, **{k: v for k, v in asdict(config).items() if k != "evaluate"},
                     "runtime": {"precision": params.runtime.precision}}
     run = TrainingRun(name, config.study, f"train@{name}", stage_params, dataset, tags={},
-                      fingerprint=_run_fingerprint(spec, config.train, runtime.precision, dataset.digest))
+                      fingerprint=_run_fingerprint(spec, config.train, runtime.precision, dataset.digest),
+                      logs_model=True)
 
     def save(trained: nn.Module, path: Path) -> None:
         torch.save({"spec": spec.to_json(), "state_dict": trained.state_dict()}, path)
@@ -217,8 +198,9 @@ def train_experiment(params: Params, name: str, layout: Layout) -> TrainedModel:
         state = serving.classifier_state(spec.model, spec.model_args, spec.input_shape, spec.num_classes, trained,
                                          normalize, prepared.pixel_permutation if config.inputs.permute_pixels else None)
         with tempfile.TemporaryDirectory() as tmp:
-            model_dir = serving.save_pyfunc(Path(tmp) / "model", state, prepared.train_inputs.numpy().dtype)
-            tracker.log_model(model_dir, registered_model_name(config.study, name))
+            torch.save(state, Path(tmp) / serving.CLASSIFIER_FILE)
+            tracker.log_model(Path(tmp) / serving.CLASSIFIER_FILE, str(prepared.train_inputs.numpy().dtype),
+                              spec.input_shape, serving.pip_requirements(), registered_model_name(config.study, name))
 
     return train_tracked(layout, run, model, train_split, normalize, config.train, runtime,
                          params.runtime.checkpoint_every_s, save, {"param_count": count_parameters(model)}, publish)
@@ -258,39 +240,42 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> Evaluated:
     config = params.experiment(name).evaluate
     check_writable(layout.metrics_dir, layout.figures(name).parent)
     spec, model, train_info = load_trained(layout, name)
-    prepared = load_prepared(layout.prepared(spec.dataset))
-    device = engine.select_device()
-    _, test_split, normalize = _inputs_on(prepared, spec, device)
-    model = model.to(device)
-    evaluation = engine.evaluate(model, test_split, normalize, config.batch_size, prepared.meta.num_classes,
-                                 flip_tta=config.tta == "flip")
-    class_names = prepared.meta.class_names
-    metrics = {
-        "test_accuracy": evaluation.accuracy,
-        "test_loss": evaluation.loss,
-        "param_count": train_info["param_count"],
-        "macs_per_image": count_macs(model, spec.input_shape),
-        "device": train_info["device"],
-        "precision": train_info["precision"],
-        "study": spec.study,
-        "dataset": spec.dataset,
-        "data_origin": prepared.meta.origin,
-        "model": spec.model,
-        "epochs": train_info["epochs"],
-        "final_train_accuracy": train_info["final_train_accuracy"],
-        "per_class_accuracy": dict(zip(class_names, evaluation.per_class_accuracy)),
-        "model_md5": md5sum(layout.model_dir(name) / CHECKPOINT),
-    }
-    timings = {"eval_images_per_second": evaluation.images_per_second,
-               "inference_ms_per_image": engine.latency_ms(model, normalize(test_split.inputs[:1]))}
-    regions = None
-    if not prepared.meta.is_image and prepared.meta.input_shape == (2,):
-        def regions(out: Path) -> None:
-            plots.decision_regions_png(model, normalize, prepared.test_inputs, prepared.test_targets,
-                                       f"{name}: decision regions", out / "decision_regions.png")
-    run_id = publish_evaluation(layout, f"evaluate@{name}", name, spec.study, evaluation, prepared, config,
-                                metrics, timings, regions)
-    return Evaluated(metrics, timings, run_id)
+    model_md5 = md5sum(layout.model_dir(name) / CHECKPOINT)
+    # Opened first: the tracking worker starts MLflow while this process evaluates.
+    with open_run(spec.study, run_name=name, model_md5=model_md5) as tracker:
+        prepared = load_prepared(layout.prepared(spec.dataset))
+        device = engine.select_device()
+        _, test_split, normalize = _inputs_on(prepared, spec, device)
+        model = model.to(device)
+        evaluation = engine.evaluate(model, test_split, normalize, config.batch_size, prepared.meta.num_classes,
+                                     flip_tta=config.tta == "flip")
+        class_names = prepared.meta.class_names
+        metrics = {
+            "test_accuracy": evaluation.accuracy,
+            "test_loss": evaluation.loss,
+            "param_count": train_info["param_count"],
+            "macs_per_image": count_macs(model, spec.input_shape),
+            "device": train_info["device"],
+            "precision": train_info["precision"],
+            "study": spec.study,
+            "dataset": spec.dataset,
+            "data_origin": prepared.meta.origin,
+            "model": spec.model,
+            "epochs": train_info["epochs"],
+            "final_train_accuracy": train_info["final_train_accuracy"],
+            "per_class_accuracy": dict(zip(class_names, evaluation.per_class_accuracy)),
+            "model_md5": model_md5,
+        }
+        timings = {"eval_images_per_second": evaluation.images_per_second,
+                   "inference_ms_per_image": engine.latency_ms(model, normalize(test_split.inputs[:1]))}
+        regions = None
+        if not prepared.meta.is_image and prepared.meta.input_shape == (2,):
+            def regions(out: Path) -> None:
+                plots.decision_regions_png(model, normalize, prepared.test_inputs, prepared.test_targets,
+                                           f"{name}: decision regions", out / "decision_regions.png")
+        publish_evaluation(tracker, layout, f"evaluate@{name}", name, spec.study, evaluation, prepared, config,
+                           metrics, timings, regions)
+    return Evaluated(metrics, timings, tracker.run_id)
 
 
 @dataclass(frozen=True)
@@ -301,12 +286,12 @@ class Evaluated:
 
 
 def publish_evaluation(
-    layout: Layout, stage: str, name: str, study: str, evaluation: engine.Evaluation, prepared: PreparedData,
+    tracker: Tracker, layout: Layout, stage: str, name: str, study: str, evaluation: engine.Evaluation, prepared: PreparedData,
     config: EvaluateConfig, metrics: dict[str, Any], timings: dict[str, float],
     draw_more: Callable[[Path], None] | None = None,
-) -> str | None:
-    """An evaluation's files (metrics, DVC confusion records, figures) and their MLflow record, in the run that
-    trained the model (found by its MD5, `metrics["model_md5"]`); returns that run's id.
+) -> None:
+    """An evaluation's files (metrics, DVC confusion records, figures), and their record in `tracker`: the run
+    that trained the model, opened by its MD5.
 
     `draw_more` adds figures of its own to the figures directory before it is published.
     """
@@ -325,23 +310,16 @@ def publish_evaluation(
     write_json(layout.confusion_records(name), confusion_records(evaluation.targets, evaluation.predictions, class_names))
     write_json(layout.metrics(name), metrics)
 
-    tracker = open_run(study, run_name=name, model_md5=metrics["model_md5"])
-    succeeded = False
-    try:
-        tracker.set_tags({"dvc.evaluate_stage": os.environ.get("DVC_STAGE") or stage})
-        tracker.log_dataset(dataset_record(layout.prepared(prepared.meta.name), prepared.meta), context="eval")
-        numeric = {k: v for k, v in {**metrics, **timings}.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epochs"}
-        tracker.log_metrics({**numeric, **{f"test_accuracy.{c}": a for c, a in metrics["per_class_accuracy"].items()}})
-        for figure in sorted(Path(figures).glob("*.png")):
-            tracker.log_artifact(figure, "figures")
-        tracker.log_artifact(layout.metrics(name))
-        tracker.mark_evaluated(registered_model_name(study, name),
-                               {k: metrics[k] for k in ("test_accuracy", "test_loss") if k in metrics})
-        succeeded = True
-        return tracker.run_id
-    finally:
-        tracker.close(succeeded)
+    tracker.set_tags({"dvc.evaluate_stage": os.environ.get("DVC_STAGE") or stage})
+    tracker.log_dataset(dataset_record(layout.prepared(prepared.meta.name), prepared.meta), context="eval")
+    numeric = {k: v for k, v in {**metrics, **timings}.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epochs"}
+    tracker.log_metrics({**numeric, **{f"test_accuracy.{c}": a for c, a in metrics["per_class_accuracy"].items()}})
+    for figure in sorted(Path(figures).glob("*.png")):
+        tracker.log_artifact(figure, "figures")
+    tracker.log_artifact(layout.metrics(name))
+    tracker.mark_evaluated(registered_model_name(study, name),
+                           {k: metrics[k] for k in ("test_accuracy", "test_loss") if k in metrics})
 
 
 def _image_grids(prepared: PreparedData, evaluation: engine.Evaluation, count: int, name: str, out: Path) -> None:

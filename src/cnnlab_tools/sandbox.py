@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src", "pyproject.toml", ".gitignore", ".dvc", ".dvcignore")
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src", "pyproject.toml", "constraints.txt", "Makefile", ".gitignore",
+                 ".dvc", ".dvcignore")
 PARAMS = "params.yaml"
 
 # Small enough for CI, big enough that the CNN learns the synthetic strokes.
