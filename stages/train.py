@@ -2,6 +2,7 @@
 
 import argparse
 
+from cnnlab import distributed
 from cnnlab.config import load_params
 from cnnlab.errors import exits_cleanly
 from cnnlab.paths import Layout
@@ -15,7 +16,11 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    trained = train_experiment(load_params(args.params), args.experiment, Layout())
+    params = load_params(args.params)
+    with distributed.processes(params.runtime.sync_batchnorm) as world:  # CNNLAB_NPROC=N: N ranks run this
+        trained = train_experiment(params, args.experiment, Layout(), world)
+    if not world.is_main:
+        return
     print(f"{args.experiment}: trained on {trained.info['device']} in {trained.train_seconds:.1f} s "
           f"({trained.images_per_second:,.0f} images/s), model md5 {trained.model_md5}, MLflow run {trained.run_id}")
 

@@ -41,7 +41,8 @@ _share_the_cores()
 
 # Test modules that build DVC projects, longest first: pytest-xdist hands out whole files (--dist loadfile)
 # in collection order, so starting the longest ones first keeps both workers busy to the end.
-LONGEST_FIRST = ("test_pipeline.py", "test_transfer.py", "test_resume_stage.py", "test_experiments.py", "test_team.py")
+LONGEST_FIRST = ("test_pipeline.py", "test_transfer.py", "test_resume_stage.py", "test_distributed.py", "test_experiments.py",
+                 "test_team.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -79,6 +80,24 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, check: bo
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
+
+
+def kill_repro_after_first_checkpoint(root: Path, stage: str, env: dict[str, str]) -> Path:
+    """Start `dvc repro STAGE`, SIGKILL its whole process group once the stage has saved resumable state (after
+    its first epoch), and return that state's file."""
+    import signal
+    import time
+
+    resume_file = root / ".cnnlab" / "resume" / f"{stage.split('@')[1]}.pt"
+    repro = subprocess.Popen(["dvc", "repro", stage], cwd=root, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not resume_file.exists() and repro.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert repro.poll() is None, "training ended before its first checkpoint: make the epochs longer"
+    os.killpg(repro.pid, signal.SIGKILL)  # dvc and the stage's python process alike
+    repro.wait()
+    return resume_file
 
 
 def synthetic_params(params: dict[str, Any], image_folder: Path | None = None) -> dict[str, Any]:

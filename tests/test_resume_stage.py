@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 
 import torch
 
-from conftest import run, run_env
+from conftest import kill_repro_after_first_checkpoint, run, run_env
 from cnnlab_tools.sandbox import set_in, smoke_profile
 
 
@@ -43,16 +40,7 @@ def test_killed_repro_resumes_the_train_stage(make_project):
     root = make_project(long_mnist_cnn)
     env = run_env()
     run(["dvc", "repro", "prepare@mnist"], root, env)
-    resume_file = root / ".cnnlab" / "resume" / "mnist_cnn.pt"
-
-    repro = subprocess.Popen(["dvc", "repro", "train@mnist_cnn"], cwd=root, env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not resume_file.exists() and repro.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert repro.poll() is None, "training ended before its first checkpoint: make the epochs longer"
-    os.killpg(repro.pid, signal.SIGKILL)  # dvc and the stage's python process alike
-    repro.wait()
+    resume_file = kill_repro_after_first_checkpoint(root, "train@mnist_cnn", env)
     assert not (root / "models" / "mnist_cnn" / "model.pt").exists()
     # The stage's tracking worker outlives the kill: it sees the stage gone and closes the run as KILLED.
     assert statuses_within(root, 60) == ["KILLED"]

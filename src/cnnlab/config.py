@@ -292,6 +292,8 @@ class RuntimeConfig:
     compile: bool = False  # torch.compile the model: worth it for long GPU runs, not for minutes on CPU
     deterministic: bool = False  # bit-identical reruns on CUDA too, at the cost of slower kernels
     checkpoint_every_s: NonNegativeFloat = 30.0  # save resumable state after an epoch once this long since the last save
+    # with CNNLAB_NPROC > 1 on GPUs: BatchNorm statistics over the whole batch, not each process's part of it
+    sync_batchnorm: bool = False
 
 
 TORCHVISION_BACKBONE_SOURCE = "src/cnnlab/models/pretrained.py"

@@ -15,6 +15,7 @@ tracker hears about progress.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import time
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from cnnlab.config import OptimizerConfig, RuntimeConfig, ScheduleConfig, TrainConfig
 from cnnlab.data.augment import augment
 from cnnlab.data.loader import DeviceSplit, Normalizer, batch_indices
+from cnnlab.distributed import World, max_across, sum_across
 from cnnlab.errors import CnnlabError, ConfigError
 
 DEVICE_ENV = "CNNLAB_DEVICE"
@@ -339,19 +341,27 @@ def train(
     checkpoint: EpochCheckpoint | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     progress: bool = True,
+    world: World = World(),
+    sync_batchnorm: bool = False,
 ) -> TrainResult:
     """Train `model` in place on `data`, resuming from `checkpoint` if it holds this run's state.
 
-    Shuffling and augmentation draw from one seeded generator on the data's device.
+    Shuffling and augmentation draw from one seeded generator on the data's device. With several
+    processes (`world`, see cnnlab.distributed) every rank holds the data and draws the same shuffle;
+    each trains on its part of every batch under DDP, augments it from a generator of its own (seeded
+    by seed, epoch and rank) and, on rank 0 only, saves state, calls `on_epoch` and shows progress.
+    `sync_batchnorm`: BatchNorm statistics over the whole batch instead of each rank's part.
     """
     device = data.inputs.device
     runtime = runtime or Runtime(device, "fp32", channels_last=False)
     configure_backends(runtime)
+    progress = progress and world.is_main
     inputs = data.inputs
+    if world.size > 1 and sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if runtime.channels_last and inputs.dim() == 4:
         model.to(memory_format=torch.channels_last)
         inputs = inputs.contiguous(memory_format=torch.channels_last)  # once, so batches gather in NHWC
-    forward = torch.compile(model) if runtime.compile else model
     epochs, batch_size = config.epochs, config.batch_size
     optimizer = make_optimizer(model, config.optimizer)
     steps_per_epoch = -(-len(data) // (batch_size or len(data)))
@@ -372,6 +382,8 @@ def train(
     elif hasattr(model, "fit_to_data"):  # data-dependent initialisation (models/speedrun.py), fresh runs only
         with intended_sync(device):  # an eigendecomposition, once
             model.fit_to_data(normalize(inputs[:DATA_INIT_IMAGES]))
+    forward = _parallel(model, world, device)  # after restoring or fitting: DDP starts from rank 0's weights
+    forward = torch.compile(forward) if runtime.compile else forward
     bar = _Progress(epochs, len(data), steps_per_epoch, progress, first_epoch=len(history) + 1)
     try:
         for epoch in range(len(history) + 1, epochs + 1):
@@ -381,11 +393,13 @@ def train(
             correct = torch.zeros((), dtype=torch.long, device=device)
             first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)  # a step index, read ~once a second
             seen = 0
+            augment_generator = generator if world.size == 1 else _rank_generator(config.seed, epoch, world, device)
             started = last_shown = time.perf_counter()
-            for step, index in enumerate(batch_indices(len(data), batch_size, device, generator), start=1):
+            for step, whole in enumerate(batch_indices(len(data), batch_size, device, generator), start=1):
+                index = whole.tensor_split(world.size)[world.rank] if world.size > 1 else whole
                 batch, targets = inputs[index], data.targets[index]
                 if augmenting:
-                    batch = augment(batch, config.augment, generator)
+                    batch = augment(batch, config.augment, augment_generator)
                 batch = normalize(batch)
                 if runtime.channels_last and batch.dim() == 4:
                     batch = batch.contiguous(memory_format=torch.channels_last)
@@ -393,7 +407,9 @@ def train(
                     outputs = forward(batch)
                     loss = F.cross_entropy(outputs, targets, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # DDP averages the ranks' gradients: weighting each rank's mean loss by its share of the batch
+                # makes that average the gradient of the whole batch's mean loss, also for a short last batch.
+                (loss * (len(index) * world.size / len(whole)) if world.size > 1 else loss).backward()
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
@@ -401,7 +417,7 @@ def train(
                 correct += (outputs.detach().argmax(dim=1) == targets).sum()
                 first_nonfinite = torch.where((first_nonfinite < 0) & ~torch.isfinite(loss.detach()), step, first_nonfinite)
                 seen += len(index)
-                bar.step(len(index))
+                bar.step(len(whole))
                 if time.perf_counter() - last_shown > POSTFIX_EVERY_SECONDS:
                     last_shown = time.perf_counter()
                     with intended_sync(device):
@@ -409,15 +425,18 @@ def train(
                         if progress:
                             bar.show(loss_sum.item() / seen, correct.item() / seen, seen / (last_shown - started))
             with intended_sync(device):
+                loss_sum, correct = sum_across(world, loss_sum, correct)
+                first_nonfinite = max_across(world, first_nonfinite)  # every rank stops at the same epoch
                 _synchronize(device)
                 _stop_if_nonfinite(first_nonfinite, epoch, config)
                 seconds = time.perf_counter() - started
+                seen = len(data)
                 record = EpochRecord(epoch, loss_sum.item() / seen, correct.item() / seen, seen / seconds, seconds)
             bar.show(record.train_loss, record.train_accuracy, record.images_per_second)
             bar.end_epoch()
             history.append(record)
             # The resumable state first: a hook may log over a network that hangs or fails.
-            if checkpoint is not None and epoch < epochs and checkpoint.due():
+            if checkpoint is not None and world.is_main and epoch < epochs and checkpoint.due():
                 with intended_sync(device):
                     checkpoint.save({
                         "model": model.state_dict(),
@@ -426,7 +445,7 @@ def train(
                         "rng": _rng_states(device, generator),
                         "history": [asdict(r) for r in history],
                     })
-            if on_epoch is not None:
+            if on_epoch is not None and world.is_main:
                 on_epoch(record)
     except NonFiniteLoss:
         bar.end_epoch()  # the bar's line ends before the error is printed
@@ -434,6 +453,21 @@ def train(
     finally:
         bar.close()
     return TrainResult(history, sum(r.seconds for r in history), len(data) * len(history))
+
+
+def _parallel(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    if world.size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def _rank_generator(seed: int, epoch: int, world: World, device: torch.device) -> torch.Generator:
+    """A rank's augmentation draws for one epoch: seeded by (seed, epoch, rank), so that they need no saved
+    state and a resumed run draws what an uninterrupted one would."""
+    digest = hashlib.sha256(f"{seed}/{epoch}/{world.rank}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 class NonFiniteLoss(CnnlabError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -27,14 +28,18 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def exits_cleanly(main: F) -> F:
-    """Run a stage's main; a CnnlabError becomes one line on stderr and exit 1."""
+    """Run a stage's main; a CnnlabError becomes one line on stderr and exit 1.
+
+    In a stage run as several processes (cnnlab.distributed) they all meet the same error: rank 0 says it.
+    """
 
     @functools.wraps(main)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return main(*args, **kwargs)
         except CnnlabError as error:
-            print(f"error: {error}", file=sys.stderr)
+            if os.environ.get("RANK", "0") == "0":
+                print(f"error: {error}", file=sys.stderr)
             raise SystemExit(1) from None
 
     return wrapper  # type: ignore[return-value]

@@ -29,6 +29,7 @@ from cnnlab import engine
 from cnnlab.config import EvaluateConfig, InputConfig, Params, TrainConfig, parse_dataclass
 from cnnlab.data.loader import DeviceSplit, Normalizer, make_normalizer, to_device
 from cnnlab.data.prepared import DatasetMeta, PreparedData, load_prepared, load_tensor_file
+from cnnlab.distributed import World
 from cnnlab.io import check_writable, directory_digest, md5sum, read_json, replaced_atomically, write_json
 from cnnlab.models import build_model, count_parameters
 from cnnlab.models.complexity import count_macs
@@ -110,21 +111,27 @@ def train_tracked(
     config: TrainConfig, runtime: engine.Runtime, checkpoint_every_s: float,
     save: Callable[[nn.Module, Path], None], info: dict[str, Any],
     publish: Callable[[Tracker, nn.Module], None] = lambda tracker, model: None,
+    world: World = World(), sync_batchnorm: bool = False,
 ) -> TrainedModel:
     """Train `model` (resuming a killed run of the same fingerprint), write models/NAME and its history,
     and record the run in MLflow.
 
     `save` writes the model file into the model directory; `info` holds more deterministic facts for
     train.json, `param_count` among them; `publish` logs more to the run once the outputs exist. Timings and the run id go to
-    MLflow and the caller, never into the outputs: DVC caches those by content.
+    MLflow and the caller, never into the outputs: DVC caches those by content. With several processes
+    (`world`), rank 0 alone logs and writes; the others return what they trained, unsaved.
     """
     checkpoint = engine.EpochCheckpoint(layout.resume_file(run.name), run.fingerprint, every_seconds=checkpoint_every_s)
     resumed = checkpoint.saved
-    if resumed:
+    if resumed and world.is_main:
         print(f"{run.name}: resuming after epoch {len(resumed['history'])} from {checkpoint.path}")
     # A resumed stage continues the run its state is keyed with.
     checkpoint.extra["run_key"] = resumed["extra"]["run_key"] if resumed else new_run_key()
-    with open_run(run.study, run.name, run_key=checkpoint.extra["run_key"], logs_model=run.logs_model) as tracker:
+    if world.size > 1 and world.is_main:
+        print(f"{run.name}: training as {world.size} processes ({world.backend})")
+    tracker = (open_run(run.study, run.name, run_key=checkpoint.extra["run_key"], logs_model=run.logs_model)
+               if world.is_main else NullTracker())
+    with tracker:
         # Logging the same values again is allowed, so a resumed run needs no special case here.
         tracker.log_params(run.stage_params)
         tracker.set_tags({
@@ -132,7 +139,8 @@ def train_tracked(
             "data.origin": run.dataset.origin, "device": engine.describe_device(runtime.device),
             "runtime.precision": runtime.precision, "runtime.channels_last": str(runtime.channels_last).lower(),
             "runtime.compile": str(runtime.compile).lower(), "runtime.deterministic": str(runtime.deterministic).lower(),
-            **environment_tags(), **run.tags,
+            "distributed.processes": str(world.size), "distributed.backend": world.backend or "none",
+            "runtime.sync_batchnorm": str(sync_batchnorm and world.size > 1).lower(), **environment_tags(), **run.tags,
         })
         tracker.log_dataset(run.dataset, context="train")
         # Saved epochs are logged again: whatever the killed process had not sent yet is in the state.
@@ -140,15 +148,18 @@ def train_tracked(
             log_epoch(tracker, engine.EpochRecord(**row))
         try:
             result = engine.train(model, split, normalize, config, runtime, checkpoint=checkpoint,
-                                  on_epoch=lambda record: log_epoch(tracker, record))
+                                  on_epoch=lambda record: log_epoch(tracker, record), world=world,
+                                  sync_batchnorm=sync_batchnorm)
         except engine.NonFiniteLoss as error:
             raise engine.NonFiniteLoss(f"{run.name}: {error}") from None
         model = model.to(memory_format=torch.contiguous_format)  # saved and served in the default layout
         info = {
             "device": engine.describe_device(runtime.device), "precision": runtime.precision, "epochs": config.epochs,
-            **info, "final_train_loss": result.history[-1].train_loss,
+            "processes": world.size, **info, "final_train_loss": result.history[-1].train_loss,
             "final_train_accuracy": result.history[-1].train_accuracy,
         }
+        if not world.is_main:
+            return TrainedModel(info, result.train_seconds, result.images_per_second, None, "")
         with replaced_atomically(layout.model_dir(run.name)) as out:
             out.mkdir(parents=True)
             save(model, out / CHECKPOINT)
@@ -164,7 +175,7 @@ def train_tracked(
     return TrainedModel(info, result.train_seconds, result.images_per_second, tracker.run_id, model_md5)
 
 
-def train_experiment(params: Params, name: str, layout: Layout) -> TrainedModel:
+def train_experiment(params: Params, name: str, layout: Layout, world: World = World()) -> TrainedModel:
     config = params.experiment(name)
     check_writable(layout.model_dir(name).parent, layout.history(name).parent, layout.resume_file(name).parent)
     prepared_dir = layout.prepared(config.dataset)
@@ -203,7 +214,8 @@ def train_experiment(params: Params, name: str, layout: Layout) -> TrainedModel:
                               spec.input_shape, serving.pip_requirements(), registered_model_name(config.study, name))
 
     return train_tracked(layout, run, model, train_split, normalize, config.train, runtime,
-                         params.runtime.checkpoint_every_s, save, {"param_count": count_parameters(model)}, publish)
+                         params.runtime.checkpoint_every_s, save, {"param_count": count_parameters(model)}, publish,
+                         world, params.runtime.sync_batchnorm)
 
 
 def log_epoch(tracker: Tracker, record: engine.EpochRecord) -> None:
@@ -262,6 +274,7 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> Evaluated:
             "data_origin": prepared.meta.origin,
             "model": spec.model,
             "epochs": train_info["epochs"],
+            "processes": train_info.get("processes", 1),
             "final_train_accuracy": train_info["final_train_accuracy"],
             "per_class_accuracy": dict(zip(class_names, evaluation.per_class_accuracy)),
             "model_md5": model_md5,
@@ -313,7 +326,7 @@ def publish_evaluation(
     tracker.set_tags({"dvc.evaluate_stage": os.environ.get("DVC_STAGE") or stage})
     tracker.log_dataset(dataset_record(layout.prepared(prepared.meta.name), prepared.meta), context="eval")
     numeric = {k: v for k, v in {**metrics, **timings}.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epochs"}
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epochs", "processes")}
     tracker.log_metrics({**numeric, **{f"test_accuracy.{c}": a for c, a in metrics["per_class_accuracy"].items()}})
     for figure in sorted(Path(figures).glob("*.png")):
         tracker.log_artifact(figure, "figures")
