@@ -66,9 +66,10 @@ def test_two_gloo_processes_write_once_log_once_and_train_as_one_process_does(ma
 
 
 def long_mnist_cnn(params):
+    """Epochs long enough (a second or more) for the kill to land between the first and the last."""
     smoke_experiment(params, "mnist_cnn")
-    set_in(params, "datasets.mnist.acquire.synthetic", {"train_size": 16000, "test_size": 500, "seed": 0})
-    set_in(params, "experiments.mnist_cnn.train.epochs", 6)
+    set_in(params, "datasets.mnist.acquire.synthetic", {"train_size": 8000, "test_size": 500, "seed": 0})
+    set_in(params, "experiments.mnist_cnn.train.epochs", 4)
     set_in(params, "runtime.checkpoint_every_s", 0)
 
 
@@ -115,7 +116,7 @@ def test_a_killed_two_process_run_resumes_to_the_weights_of_an_uninterrupted_one
     single = run(["python", "stages/train.py", "mnist_cnn"], root, run_env({"CNNLAB_TRACKING": "off"}))
     done_before_kill = int(single.stdout.split("resuming after epoch ")[1].split()[0])
     one_process_losses = losses(root)
-    assert len(one_process_losses) == 6 and one_process_losses[:done_before_kill] == resumed_losses[:done_before_kill]
+    assert len(one_process_losses) == 4 and one_process_losses[:done_before_kill] == resumed_losses[:done_before_kill]
 
 
 @pytest.mark.parametrize(("setting", "expected"), [

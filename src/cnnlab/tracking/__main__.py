@@ -30,12 +30,6 @@ def deliver() -> int:
 def worker() -> None:
     from cnnlab.tracking.store import serve
 
-    # The stage's training comes first: this process runs on the cores it leaves idle (torch's OpenMP threads
-    # spin, and slow down many times over, when a busy process shares their cores even at a lower priority).
-    if hasattr(os, "sched_setscheduler"):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    else:
-        os.nice(19)
     # Replies go out on the original stdout; anything MLflow prints goes to stderr, with the stage's own.
     reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
