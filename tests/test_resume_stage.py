@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 
@@ -20,17 +21,24 @@ def long_mnist_cnn(params):
 
 
 def store_client(root):
+    """A client on the project's store, opened under the lock the stages use: a tracking worker may be
+    creating the store at this moment, and two processes creating one at once collide."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    with open(root / "mlflow.db.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+        client.search_experiments(max_results=1)
+    return client
 
 
 def statuses_within(root, seconds: float) -> list[str]:
     """The statuses of the project's MLflow runs once none is RUNNING, or as they are after `seconds`."""
     deadline = time.monotonic() + seconds
     while True:
-        experiment = store_client(root).get_experiment_by_name("mnist") if (root / "mlflow.db").exists() else None
-        statuses = [r.info.status for r in store_client(root).search_runs([experiment.experiment_id])] if experiment else []
+        client = store_client(root) if (root / "mlflow.db").exists() else None
+        experiment = client.get_experiment_by_name("mnist") if client else None
+        statuses = [r.info.status for r in client.search_runs([experiment.experiment_id])] if experiment else []
         if (statuses and "RUNNING" not in statuses) or time.monotonic() > deadline:
             return statuses
         time.sleep(0.5)

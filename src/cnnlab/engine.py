@@ -423,7 +423,9 @@ def train(
                     with intended_sync(device):
                         _stop_if_nonfinite(first_nonfinite, epoch, config)
                         if progress:
-                            bar.show(loss_sum.item() / seen, correct.item() / seen, seen / (last_shown - started))
+                            # This rank's loss and accuracy; the rate of all ranks (they keep the same pace).
+                            bar.show(loss_sum.item() / seen, correct.item() / seen,
+                                     seen * world.size / (last_shown - started))
             with intended_sync(device):
                 loss_sum, correct = sum_across(world, loss_sum, correct)
                 first_nonfinite = max_across(world, first_nonfinite)  # every rank stops at the same epoch
