@@ -247,10 +247,10 @@ class RunProcess:
                   requirements: list[str], registered_name: str) -> None:
         """Log `classifier` (a file of serving.classifier_state) as the run's MLflow model `model`, taking
         (N, *input_shape) arrays of `input_dtype`, and register it as a new version of `registered_name`.
-        The file may be removed once this returns."""
+        The file is moved to the worker's keeping (weights can be hundreds of MB: no copy)."""
         handed_over = self._scratch / uuid.uuid4().hex / Path(classifier).name
         handed_over.parent.mkdir()
-        shutil.copy2(classifier, handed_over)
+        shutil.move(classifier, handed_over)
         self._send({"op": "model", "classifier": str(handed_over), "input_dtype": input_dtype,
                     "input_shape": list(input_shape), "requirements": requirements,
                     "registered_name": registered_name})
