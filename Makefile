@@ -3,13 +3,13 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # What `make` installs: the pipeline tools, the S3 remote plugin, the PostgreSQL driver for an MLflow
-# server and the test tools, at the versions
+# server, the test tools and the code-health tools, at the versions
 # pinned in constraints.txt (regenerate with `make lock`).
-EXTRAS := pipeline,s3,server,test
+EXTRAS := pipeline,s3,server,test,lint
 CONSTRAINTS := constraints.txt
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup lock repro demo exps pull test test-slow test-gpu bench mlflow-ui mlflow-server mlflow-server-stop postgres clean-venv
+.PHONY: setup lock repro demo exps pull check test test-slow test-gpu bench mlflow-ui mlflow-server mlflow-server-stop postgres clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,26 +54,37 @@ demo: setup
 # Experiments side by side, a line per model: the params each experiment changed and the test
 # accuracies that differ from the workspace's (`dvc exp show` gives each model's metrics columns of their own).
 exps: setup
-	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m cnnlab.experiments
+	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m cnnlab_tools.experiments
 
 # A teammate's clone: everything the DVC remote holds for this commit, and no error for stages no one ran yet.
 pull: setup
 	$(BIN)/dvc pull --allow-missing
 
-# One worker per core (each with its share of torch's threads: tests/conftest.py); --dist loadfile
-# keeps a file's tests together, so each module-scoped DVC project is built once.
-test: setup postgres
+# The code's health (configured in pyproject.toml; .pre-commit-config.yaml runs the same before a commit): lint
+# and format (ruff), types (mypy), the layers of imports (import-linter), and dvc.yaml's code deps against
+# what each stage imports.
+check: setup
+	$(BIN)/ruff check src stages tests
+	$(BIN)/ruff format --check src stages
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+	PYTHONPATH=$(abspath src) $(BIN)/python -m cnnlab_tools.stage_deps
+
+# The checks, then the tests: fast unit tests (tests/unit, mirroring src/) and the end-to-end DVC and MLflow
+# scenarios (tests/e2e). One worker per core (each with its share of torch's threads: tests/conftest.py);
+# --dist loadfile keeps a file's tests together, so each module-scoped DVC project is built once.
+test: check postgres
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # Real-data checks outside CI (real MNIST through ../shared/data as the mirror).
 test-slow: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow
 
-# The CUDA tests (tests/test_gpu.py), with whatever Python has torch, torchvision, pytest, pyyaml and tqdm:
+# The CUDA tests (tests/gpu/test_gpu.py), with whatever Python has torch, torchvision, pytest, pyyaml and tqdm:
 # no .venv, DVC or MLflow needed, so a GPU machine's own Python runs them from the source tree.
 GPU_PYTHON ?= python3
 test-gpu:
-	PYTHONPATH=$(abspath src) $(GPU_PYTHON) -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+	PYTHONPATH=$(abspath src) $(GPU_PYTHON) -m pytest -q -m gpu -p no:cacheprovider tests/gpu/test_gpu.py
 
 # The engine against the course's DataLoader loop, side by side; writes reports/bench.{md,json}.
 bench: setup

@@ -2,8 +2,8 @@
 
 import argparse
 
-from cnnlab.config import load_params
-from cnnlab.data.registry import dataset_kind
+from cnnlab.config.params import load_params
+from cnnlab.data.kinds import load_kind
 from cnnlab.errors import exits_cleanly
 from cnnlab.paths import Layout
 
@@ -16,7 +16,7 @@ def main() -> None:
     args = parser.parse_args()
 
     dataset = load_params(args.params).dataset(args.dataset)
-    for origin in dataset_kind(dataset.kind).acquire(dataset.name, dataset.acquire, Layout().raw(dataset.name)):
+    for origin in load_kind(dataset.kind).acquire(dataset.name, dataset.acquire, Layout().raw(dataset.name)):
         print(f"{dataset.name}: {origin}")
 
 

@@ -2,10 +2,10 @@
 
 import argparse
 
-from cnnlab.config import load_params
+from cnnlab.config.params import load_params
 from cnnlab.errors import exits_cleanly
 from cnnlab.paths import Layout
-from cnnlab.workflow import evaluate_experiment
+from cnnlab.pipeline.evaluate import evaluate_experiment
 
 
 @exits_cleanly
@@ -17,8 +17,10 @@ def main() -> None:
 
     evaluated = evaluate_experiment(load_params(args.params), args.experiment, Layout())
     metrics, timings = evaluated.metrics, evaluated.timings
-    print(f"{args.experiment}: test accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}, "
-          f"{timings['inference_ms_per_image']:.2f} ms per image, MLflow run {evaluated.run_id}")
+    print(
+        f"{args.experiment}: test accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}, "
+        f"{timings['inference_ms_per_image']:.2f} ms per image, MLflow run {evaluated.run_id}"
+    )
 
 
 if __name__ == "__main__":

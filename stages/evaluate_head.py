@@ -2,10 +2,10 @@
 
 import argparse
 
-from cnnlab.config import load_params
+from cnnlab.config.params import load_params
 from cnnlab.errors import exits_cleanly
 from cnnlab.paths import Layout
-from cnnlab.transfer import evaluate_head
+from cnnlab.pipeline.evaluate_head import evaluate_head
 
 
 @exits_cleanly

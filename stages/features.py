@@ -2,10 +2,10 @@
 
 import argparse
 
-from cnnlab.config import load_params
+from cnnlab.config.params import load_params
 from cnnlab.errors import exits_cleanly
 from cnnlab.paths import Layout
-from cnnlab.transfer import compute_features
+from cnnlab.pipeline.features import compute_features
 
 
 @exits_cleanly
@@ -18,9 +18,11 @@ def main() -> None:
     record, timings = compute_features(load_params(args.params), args.transfer, Layout())
     backbone = f"{record.config.name} ({record.config.weights} weights, {record.precision})"
     if record.images:
-        print(f"{args.transfer}: {backbone} features of {record.images} images in {timings.seconds:.1f} s "
-              f"({record.images / timings.seconds:,.1f} images/s, {timings.latency_ms:.1f} ms for one image), "
-              f"{record.feature_dim} per image")
+        print(
+            f"{args.transfer}: {backbone} features of {record.images} images in {timings.seconds:.1f} s "
+            f"({record.images / timings.seconds:,.1f} images/s, {timings.latency_ms:.1f} ms for one image), "
+            f"{record.feature_dim} per image"
+        )
     else:
         print(f"{args.transfer}: {backbone}; fine-tuning {record.config.finetune_layers} layers, so no feature cache")
     for row in record.imagenet_preview:

@@ -2,10 +2,10 @@
 
 import argparse
 
-from cnnlab.config import load_params
+from cnnlab.config.params import load_params
 from cnnlab.errors import exits_cleanly
 from cnnlab.paths import Layout
-from cnnlab.transfer import train_head
+from cnnlab.pipeline.head import train_head
 
 
 @exits_cleanly
@@ -17,8 +17,10 @@ def main() -> None:
 
     trained = train_head(load_params(args.params), args.transfer, Layout())
     info = trained.info
-    print(f"{args.transfer}: head trained ({info['mode']}) on {info['device']} in {trained.train_seconds:.2f} s, "
-          f"{info['trainable_param_count']:,} trainable parameters, MLflow run {trained.run_id}")
+    print(
+        f"{args.transfer}: head trained ({info['mode']}) on {info['device']} in {trained.train_seconds:.2f} s, "
+        f"{info['trainable_param_count']:,} trainable parameters, MLflow run {trained.run_id}"
+    )
 
 
 if __name__ == "__main__":

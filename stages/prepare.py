@@ -2,9 +2,9 @@
 
 import argparse
 
-from cnnlab.config import load_params
+from cnnlab.config.params import load_params
+from cnnlab.data.kinds import load_kind
 from cnnlab.data.prepared import check_learnable, write_prepared
-from cnnlab.data.registry import dataset_kind
 from cnnlab.errors import exits_cleanly
 from cnnlab.paths import Layout
 
@@ -18,10 +18,11 @@ def main() -> None:
 
     dataset = load_params(args.params).dataset(args.dataset)
     layout = Layout()
-    splits = dataset_kind(dataset.kind).read(dataset.acquire, dataset.prepare, layout.raw(dataset.name))
+    splits = load_kind(dataset.kind).read(dataset.acquire, dataset.prepare, layout.raw(dataset.name))
     check_learnable(dataset.name, splits)
-    meta = write_prepared(dataset.name, dataset.kind, splits, layout.prepared(dataset.name),
-                          dataset.prepare.permutation_seed)
+    meta = write_prepared(
+        dataset.name, dataset.kind, splits, layout.prepared(dataset.name), dataset.prepare.permutation_seed
+    )
     print(f"{dataset.name}: {meta.sizes} inputs {meta.input_shape}, train mean {meta.train_mean} std {meta.train_std}")
 
 

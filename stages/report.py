@@ -2,7 +2,7 @@
 
 import argparse
 
-from cnnlab.config import load_params
+from cnnlab.config.params import load_params
 from cnnlab.errors import exits_cleanly
 from cnnlab.io import read_json, replaced_atomically, write_json
 from cnnlab.paths import Layout

@@ -2,11 +2,11 @@
 
 import argparse
 
-from cnnlab import distributed
-from cnnlab.config import load_params
+from cnnlab.config.params import load_params
+from cnnlab.engine import distributed
 from cnnlab.errors import exits_cleanly
 from cnnlab.paths import Layout
-from cnnlab.workflow import train_experiment
+from cnnlab.pipeline.train import train_experiment
 
 
 @exits_cleanly
@@ -17,12 +17,14 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(args.params)
-    with distributed.processes(params.runtime.sync_batchnorm) as world:  # CNNLAB_NPROC=N: N ranks run this
+    with distributed.processes() as world:  # CNNLAB_NPROC=N: N ranks run this
         trained = train_experiment(params, args.experiment, Layout(), world)
     if not world.is_main:
         return
-    print(f"{args.experiment}: trained on {trained.info['device']} in {trained.train_seconds:.1f} s "
-          f"({trained.images_per_second:,.0f} images/s), model md5 {trained.model_md5}, MLflow run {trained.run_id}")
+    print(
+        f"{args.experiment}: trained on {trained.info['device']} in {trained.train_seconds:.1f} s "
+        f"({trained.images_per_second:,.0f} images/s), model md5 {trained.model_md5}, MLflow run {trained.run_id}"
+    )
 
 
 if __name__ == "__main__":

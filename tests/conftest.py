@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import socket
@@ -41,8 +40,8 @@ _share_the_cores()
 
 # Test modules that build DVC projects, longest first: pytest-xdist hands out whole files (--dist loadfile)
 # in collection order, so starting the longest ones first keeps both workers busy to the end.
-LONGEST_FIRST = ("test_pipeline.py", "test_transfer.py", "test_resume_stage.py", "test_distributed.py", "test_experiments.py",
-                 "test_team.py")
+LONGEST_FIRST = ("test_pipeline.py", "test_mlflow_server.py", "test_kill_and_resume.py", "test_transfer_stages.py",
+                 "test_team.py", "test_experiments_queue.py", "test_distributed.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -100,22 +99,6 @@ def kill_repro_after_first_checkpoint(root: Path, stage: str, env: dict[str, str
     return resume_file
 
 
-def synthetic_params(params: dict[str, Any], image_folder: Path | None = None) -> dict[str, Any]:
-    """The offline smoke profile; with `image_folder`, also an imagefolder dataset `shapes` and an experiment on it,
-    and the same folder standing in for cats vs dogs."""
-    smoke_profile(params, image_folder)
-    if image_folder is not None:
-        params["datasets"]["shapes"] = {
-            "kind": "imagefolder",
-            "acquire": {"source": str(image_folder)},
-            "prepare": {"resize": 40, "crop": 32, "test_fraction": 0.25, "split_seed": 0},
-        }
-        shapes = copy.deepcopy(params["experiments"]["cifar_lenet"])
-        shapes.update(study="shapes", dataset="shapes")
-        shapes["inputs"] = {"normalize": "train_stats", "permute_pixels": False}
-        shapes["train"].update(epochs=3, batch_size=16)
-        params["experiments"]["shapes_lenet"] = shapes
-    return params
 
 
 def stages_run(dvc_output: str) -> set[str]:

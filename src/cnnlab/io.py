@@ -1,4 +1,7 @@
-"""Writing outputs so that a failed stage never leaves a half-written file."""
+"""Files: writing outputs so that a failed stage never leaves a half-written one, and digests of them.
+
+Standard library only, so every layer (the tracking client included) may use it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,13 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
+from cnnlab.errors import CnnlabError
 
 
 @contextmanager
@@ -45,11 +49,6 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def save_tensors(path: Path, tensors: dict[str, Any]) -> None:
-    with replaced_atomically(path) as tmp:
-        torch.save(tensors, tmp)
-
-
 def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as handle:
@@ -67,14 +66,15 @@ def directory_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def json_digest(data: Any) -> str:
+    """SHA-256 of `data` as canonical JSON (sorted keys; what JSON cannot hold, as its str()): equal for equal data."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def check_writable(*directories: Path) -> None:
     """Fail in one line, before any long work, if a stage could not write its outputs into `directories`:
     by writing and removing a file in each (or in its nearest existing parent, leaving nothing behind),
     the one test that also holds for root, read-only mounts and full disks."""
-    import tempfile
-
-    from cnnlab.errors import CnnlabError
-
     for directory in directories:
         existing = directory.absolute()
         while not existing.exists() and existing != existing.parent:
@@ -85,5 +85,7 @@ def check_writable(*directories: Path) -> None:
             with tempfile.TemporaryFile(dir=existing):
                 pass
         except OSError as error:
-            raise CnnlabError(f"{directory}: outputs cannot be written there ({error.strerror or error}); "
-                              "make it writable, or run from a checkout you can write to") from None
+            raise CnnlabError(
+                f"{directory}: outputs cannot be written there ({error.strerror or error}); "
+                "make it writable, or run from a checkout you can write to"
+            ) from None

@@ -1,4 +1,4 @@
-"""PNG figures for the evaluate stage (matplotlib, no display needed)."""
+"""PNG figures for the evaluate and report stages (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from cnnlab.data.loader import Normalizer  # noqa: E402
-from cnnlab.engine import predict  # noqa: E402
-from cnnlab.io import replaced_atomically  # noqa: E402
+from cnnlab.io import replaced_atomically
+
+REGION_GRID = 300  # points per axis of the decision-region plot
 
 
 def _save(figure: plt.Figure, path: Path) -> None:
@@ -38,21 +37,36 @@ def confusion_png(confusion: list[list[int]], class_names: tuple[str, ...], titl
         for i in ticks:
             for j in ticks:
                 value = int(matrix[i, j])
-                axes.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                          color="white" if value > threshold else "black")
+                axes.text(
+                    j,
+                    i,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value > threshold else "black",
+                )
     _save(figure, path)
 
 
-def decision_regions_png(
-    model: nn.Module, normalize: Normalizer, inputs: torch.Tensor, targets: torch.Tensor, title: str, path: Path
-) -> None:
-    """The class each point of the plane gets, with the test points on top (2-D inputs only)."""
-    device = normalize.offset.device
+def region_grid(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plane around 2-D `inputs` as two (REGION_GRID, REGION_GRID) coordinate grids (x, y)."""
     low, high = inputs.min(dim=0).values - 0.2, inputs.max(dim=0).values + 0.2
-    xs, ys = torch.linspace(low[0], high[0], 300), torch.linspace(low[1], high[1], 300)
+    xs, ys = torch.linspace(low[0], high[0], REGION_GRID), torch.linspace(low[1], high[1], REGION_GRID)
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-    grid = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1).to(device)
-    regions = predict(model, grid, normalize, 0).argmax(dim=1).view(300, 300).cpu()
+    return grid_x, grid_y
+
+
+def decision_regions_png(
+    grid_x: torch.Tensor,
+    grid_y: torch.Tensor,
+    regions: torch.Tensor,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    title: str,
+    path: Path,
+) -> None:
+    """The class each point of `region_grid` gets (`regions`), with the test points on top (2-D inputs only)."""
     figure, axes = plt.subplots(figsize=(5.5, 5))
     axes.contourf(grid_x, grid_y, regions, levels=int(targets.max()) + 1, cmap="Spectral", alpha=0.35)
     axes.scatter(inputs[:, 0], inputs[:, 1], c=targets, s=4, cmap="Spectral")
@@ -69,9 +83,12 @@ def image_grid_png(images: torch.Tensor, captions: list[str], title: str, path: 
     figure, axes_grid = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows + 0.4), squeeze=False)
     for axes in axes_grid.flat:
         axes.axis("off")
-    for axes, image, caption in zip(axes_grid.flat, images, captions):
+    # A grid may have more axes than images: the rest stay blank.
+    for axes, image, caption in zip(axes_grid.flat, images, captions, strict=False):
         picture = image.permute(1, 2, 0).numpy()
-        axes.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray" if picture.shape[-1] == 1 else None)
+        axes.imshow(
+            picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray" if picture.shape[-1] == 1 else None
+        )
         axes.set_title(caption, fontsize=7)
     figure.suptitle(title if count else f"{title}: none", fontsize=9)
     _save(figure, path)

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnlab.config import Comparison, Params
+from cnnlab.config.params import Params
+from cnnlab.config.report import Comparison
+from cnnlab.plots import scatter_png
+from cnnlab.tracking.backend import execution_facts as runs_of
 
 # Facts of the execution that made each model, read from its MLflow run.
 EXECUTION_FACTS = ("train_seconds", "train_images_per_second", "inference_ms_per_image")
@@ -71,10 +74,10 @@ def answer(comparison: Comparison, metrics: Mapping[str, Mapping[str, Any]], tol
 
 def execution_facts(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per experiment, the MLflow run that trained its model (by the model file's MD5) and its timings."""
-    from cnnlab.tracking.store import execution_facts as runs_of
-
-    return runs_of({name: (values["study"], values["model_md5"]) for name, values in metrics.items()
-                    if "model_md5" in values}, EXECUTION_FACTS)
+    return runs_of(
+        {name: (values["study"], values["model_md5"]) for name, values in metrics.items() if "model_md5" in values},
+        EXECUTION_FACTS,
+    )
 
 
 def summarize(
@@ -107,8 +110,6 @@ def summarize(
 def figures(summary: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Per study (accuracies compare only within one dataset): accuracy against parameters and
     against training throughput, for every study with at least two experiments."""
-    from cnnlab.plots import scatter_png
-
     out_dir.mkdir(parents=True, exist_ok=True)
     by_study: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
     for name, values in summary["experiments"].items():
@@ -117,8 +118,10 @@ def figures(summary: Mapping[str, Any], out_dir: Path) -> list[Path]:
     for study, members in by_study.items():
         if len(members) < 2:
             continue
-        for key, label, suffix in (("param_count", "parameters", "params"),
-                                   ("train_images_per_second", "training images/s", "throughput")):
+        for key, label, suffix in (
+            ("param_count", "parameters", "params"),
+            ("train_images_per_second", "training images/s", "throughput"),
+        ):
             points = [(name, values[key], values["test_accuracy"]) for name, values in members if key in values]
             if len(points) < 2:  # throughput is known only for models whose MLflow run this store holds
                 continue
@@ -140,12 +143,21 @@ def markdown(summary: Mapping[str, Any]) -> str:
         rows.append("| " + " | ".join(cells) + " |")
     lines = ["# Experiments side by side", ""]
     if summary.get("synthetic_data"):
-        lines += [f"**Generated data**: {', '.join(summary['synthetic_data'])} are synthetic stand-ins "
-                  "(`acquire.source: synthetic`), not the real datasets: these numbers are not the course's.", ""]
-    lines += [header, rule, *rows, "",
-              "Train time, images/s and latency come from each model's MLflow run (found by the model file's MD5); "
-              "they are empty where this store has no run that trained the model, e.g. one restored from a "
-              "teammate's DVC run-cache.", ""]
+        lines += [
+            f"**Generated data**: {', '.join(summary['synthetic_data'])} are synthetic stand-ins "
+            "(`acquire.source: synthetic`), not the real datasets: these numbers are not the course's.",
+            "",
+        ]
+    lines += [
+        header,
+        rule,
+        *rows,
+        "",
+        "Train time, images/s and latency come from each model's MLflow run (found by the model file's MD5); "
+        "they are empty where this store has no run that trained the model, e.g. one restored from a "
+        "teammate's DVC run-cache.",
+        "",
+    ]
     if summary["findings"]:
         lines += ["## The course's questions, answered from these numbers", ""]
         lines += [f"- {finding['sentence']}" for finding in summary["findings"]]

@@ -19,13 +19,17 @@ import torch
 from torch import nn
 
 from cnnlab.data.loader import Normalizer, permute_pixels
-from cnnlab.models import build_model
+from cnnlab.models.registry import build_model
 
 CLASSIFIER_FILE = "classifier.pt"
 
 
 class RawInputClassifier(nn.Module):
     """net(normalise(permute(x))): what the pipeline trained and evaluated, from raw inputs."""
+
+    multiplier: torch.Tensor
+    offset: torch.Tensor
+    permutation: torch.Tensor | None
 
     def __init__(self, net: nn.Module, normalizer: Normalizer, permutation: torch.Tensor | None) -> None:
         super().__init__()
@@ -40,13 +44,26 @@ class RawInputClassifier(nn.Module):
         return self.net(Normalizer(self.multiplier, self.offset)(inputs))
 
 
-def classifier_state(model: str, model_args: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
-                     net: nn.Module, normalizer: Normalizer, permutation: torch.Tensor | None) -> dict[str, Any]:
+def classifier_state(
+    model: str,
+    model_args: dict[str, Any],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    net: nn.Module,
+    normalizer: Normalizer,
+    permutation: torch.Tensor | None,
+) -> dict[str, Any]:
     """What `load_classifier` rebuilds the RawInputClassifier from (a torch.save-able dict)."""
-    return {"model": model, "model_args": dict(model_args), "input_shape": list(input_shape),
-            "num_classes": num_classes, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
-            "multiplier": normalizer.multiplier.cpu(), "offset": normalizer.offset.cpu(),
-            "permutation": permutation.cpu() if permutation is not None else None}
+    return {
+        "model": model,
+        "model_args": dict(model_args),
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+        "multiplier": normalizer.multiplier.cpu(),
+        "offset": normalizer.offset.cpu(),
+        "permutation": permutation.cpu() if permutation is not None else None,
+    }
 
 
 def load_classifier(path: str | Path) -> RawInputClassifier:

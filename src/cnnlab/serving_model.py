@@ -22,7 +22,7 @@ with warnings.catch_warnings():
 
             self.classifier = load_classifier(context.artifacts["classifier"])
 
-        def predict(self, context, model_input, params=None):  # noqa: ANN001  (MLflow reads type hints as a schema)
+        def predict(self, context, model_input, params=None):
             import numpy as np
             import torch
 

@@ -12,8 +12,8 @@ generated data of the real shapes, it times
              the course's batch size and workers (none for MNIST, 2 for
              CIFAR-10), each batch moved to the training device, the loss
              read back every step for the running total, fp32;
-  engine     `cnnlab.engine.train` with the same model, batch size and
-             optimizer, under the runtime params.yaml resolves to here
+  engine     `cnnlab.engine.loop.train` with the same model, batch size,
+             optimizer and precision, under params.yaml's runtime
              (and, for comparison, the engine in fp32),
 
 and reports images/s, the ratio, and model FLOP/s utilisation against this
@@ -25,7 +25,7 @@ prepared data when data/prepared/<dataset> exists (real images after `dvc
 repro prepare@...`), else on generated images the model can learn, and
 reports the first and the last epoch's images/s: the last one runs on
 trained weights. With --zoo (default on CUDA) it adds the engine's training
-images/s and utilisation for every zoo model and the speedrun.
+images/s and utilisation for every experiment of the zoo's study (params.yaml).
 
 It also times what MLflow adds to a train stage (the stage run with and
 without tracking) and a no-op `dvc repro` of the whole pipeline (its smoke
@@ -40,7 +40,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -55,28 +54,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab import engine
-from cnnlab.config import NormalizeConstants, Params, TrainConfig, load_params
-from cnnlab.data import cifar10, mnist, synthetic
-from cnnlab.data.loader import DeviceSplit, Normalizer
+from cnnlab.config.datasets import SyntheticSizes
+from cnnlab.config.experiments import NormalizeConstants, TrainConfig
+from cnnlab.config.params import Params, load_params
+from cnnlab.data import synthetic
+from cnnlab.data.kinds import cifar10, mnist
+from cnnlab.data.loader import DeviceSplit, Normalizer, constant_normalizer
 from cnnlab.data.prepared import load_prepared
+from cnnlab.engine.loop import train
+from cnnlab.engine.optim import make_optimizer
+from cnnlab.engine.runtime import Runtime, cpu_model, describe_device, resolve_runtime, select_device, synchronize
 from cnnlab.errors import ConfigError, exits_cleanly
-from cnnlab.models import build_model
 from cnnlab.models.complexity import count_macs
+from cnnlab.models.registry import build_model
+from cnnlab_tools.sandbox import copy_project, smoke_experiment, smoke_profile, write_image_folder
 
 WORKLOADS = ("mnist_fc", "mnist_cnn", "cifar_lenet", "cifar_vgg")
-# The zoo's experiments and the speedrun: engine-only rows (--zoo), timed over ZOO_STEPS steps.
-ZOO_WORKLOADS = ("zoo_lenet", "zoo_alexnet", "zoo_zfnet", "zoo_vgg_course", "zoo_vgg16_bn", "zoo_googlenet",
-                 "zoo_resnet18", "zoo_mobilenet_v2", "cifar_speedrun")
+# The zoo (every experiment of this study in params.yaml, the speedrun among them): engine-only rows
+# (--zoo), timed over ZOO_STEPS steps.
+ZOO_STUDY = "cifar10_zoo"
 ZOO_STEPS = 50
 # Timed steps per workload: a few seconds of the reference loop each on a 2-core CPU.
 STEPS = {"mnist_fc": 400, "mnist_cnn": 300, "cifar_lenet": 300, "cifar_vgg": 12}
 WARMUP_STEPS = 3
 # The course notebooks' DataLoader workers: none for MNIST (the default), 2 for CIFAR-10.
 COURSE_WORKERS = {"mnist": 0, "cifar10": 2}
-# Shape and the course's normalisation constants of each dataset kind a workload may use.
-DATASET_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-COURSE_CONSTANTS = {"mnist": (mnist.COURSE_MEAN, mnist.COURSE_STD), "cifar10": (cifar10.COURSE_MEAN, cifar10.COURSE_STD)}
+# The dataset kinds a workload may use: their image shape and the course's normalisation constants.
+KINDS = {"mnist": mnist, "cifar10": cifar10}
 NUM_CLASSES = 10
 
 
@@ -106,18 +110,27 @@ def workload_from_params(params: Params, name: str, steps: int, workers: int | N
     """`name`'s experiment as a workload; `workers` overrides the course's DataLoader workers."""
     experiment = params.experiment(name)
     kind = params.dataset(experiment.dataset).kind
-    if kind not in DATASET_SHAPES:
+    if kind not in KINDS:
         raise ConfigError(f"bench: experiment {name!r} uses dataset kind {kind!r}; the bench knows mnist and cifar10")
     normalize = experiment.inputs.normalize
     if isinstance(normalize, NormalizeConstants):
         mean, std = normalize.mean, normalize.std
     elif normalize == "course":
-        mean, std = COURSE_CONSTANTS[kind]
+        mean, std = KINDS[kind].COURSE_MEAN, KINDS[kind].COURSE_STD
     else:
         raise ConfigError(f"bench: experiment {name!r} normalizes with {normalize!r}; the course used constants")
-    return Workload(name, experiment.dataset, experiment.model, dict(experiment.model_args), DATASET_SHAPES[kind],
-                    tuple(mean), tuple(std), replace(experiment.train, epochs=1), steps,
-                    COURSE_WORKERS[kind] if workers is None else workers)
+    return Workload(
+        name,
+        experiment.dataset,
+        experiment.model,
+        dict(experiment.model_args),
+        KINDS[kind].IMAGE_SHAPE,
+        tuple(mean),
+        tuple(std),
+        replace(experiment.train, epochs=1),
+        steps,
+        COURSE_WORKERS[kind] if workers is None else workers,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -166,16 +179,13 @@ def course_transform(workload: Workload) -> Any:
 
 
 def engine_normalizer(workload: Workload, device: torch.device) -> Normalizer:
-    """ToTensor's 1/255 and Normalize's (x - mean) / std as the engine's one multiply-add."""
-    shape = (1, -1, 1, 1)
-    mean = torch.tensor(workload.mean, device=device).view(shape)
-    std = torch.tensor(workload.std, device=device).view(shape)
-    return Normalizer(multiplier=1 / (255 * std), offset=-mean / std)
+    """ToTensor's 1/255 and Normalize's (x - mean) / std, as the engine's one multiply-add."""
+    return constant_normalizer(workload.mean, workload.std, True, device)
 
 
 def course_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer as the notebooks build it: torch's defaults, no fused kernels."""
-    return engine.make_optimizer(model, train.optimizer, fused=False)
+    return make_optimizer(model, train.optimizer, fused=False)
 
 
 def course_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, train: TrainConfig) -> torch.Tensor:
@@ -187,15 +197,18 @@ def course_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, t
 # --------------------------------------------------------------------------
 
 
-def reference_images_per_second(workload: Workload, images: np.ndarray, targets: np.ndarray,
-                                device: torch.device) -> float:
+def reference_images_per_second(
+    workload: Workload, images: np.ndarray, targets: np.ndarray, device: torch.device
+) -> float:
     """The course's loop over a DataLoader, each batch moved to `device` and its loss read back for the
     running total as the notebooks do; the first WARMUP_STEPS batches (worker start-up) are not timed."""
     model = workload.build_model().to(device)
     optimizer = course_optimizer(model, workload.train)
     loader = torch.utils.data.DataLoader(
         CourseStyleDataset(images, targets, course_transform(workload)),
-        batch_size=workload.train.batch_size, shuffle=True, num_workers=workload.workers,
+        batch_size=workload.train.batch_size,
+        shuffle=True,
+        num_workers=workload.workers,
     )
     model.train()
     started, timed, running_loss = 0.0, 0, 0.0
@@ -213,17 +226,20 @@ def reference_images_per_second(workload: Workload, images: np.ndarray, targets:
     return timed / (time.perf_counter() - started)
 
 
-def engine_images_per_second(workload: Workload, inputs: torch.Tensor, targets: torch.Tensor,
-                             runtime: engine.Runtime) -> float:
-    """`engine.train` for one epoch over the images, after a warm-up epoch of WARMUP_STEPS batches."""
+def engine_images_per_second(
+    workload: Workload, inputs: torch.Tensor, targets: torch.Tensor, runtime: Runtime
+) -> float:
+    """The engine's `train` for one epoch over the images, after a warm-up epoch of WARMUP_STEPS batches."""
     device = runtime.device
     model = workload.build_model().to(device)
     normalize = engine_normalizer(workload, device)
     split = DeviceSplit(inputs.to(device), targets.to(device))
-    warmup = DeviceSplit(split.inputs[: WARMUP_STEPS * workload.train.batch_size],
-                         split.targets[: WARMUP_STEPS * workload.train.batch_size])
-    engine.train(model, warmup, normalize, workload.train, runtime, progress=False)
-    return engine.train(model, split, normalize, workload.train, runtime, progress=False).images_per_second
+    warmup = DeviceSplit(
+        split.inputs[: WARMUP_STEPS * workload.train.batch_size],
+        split.targets[: WARMUP_STEPS * workload.train.batch_size],
+    )
+    train(model, warmup, normalize, workload.train, runtime, progress=False)
+    return train(model, split, normalize, workload.train, runtime, progress=False).images_per_second
 
 
 def peak_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 1024, repeats: int = 10) -> float:
@@ -241,10 +257,10 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 1024
     for product in (lambda: torch.mm(a, b), lambda: F.conv2d(pixels, kernel)):
         product()
         for _ in range(repeats):
-            engine._synchronize(device)
+            synchronize(device)
             started = time.perf_counter()
             product()
-            engine._synchronize(device)
+            synchronize(device)
             best = max(best, 2 * size**3 / (time.perf_counter() - started))
     return best
 
@@ -270,8 +286,7 @@ class WorkloadResult:
     engine_utilisation: float  # of the peak in the engine's precision
 
 
-def bench_workload(workload: Workload, runtime: engine.Runtime, peaks: dict[str, float],
-                   repeats: int) -> WorkloadResult:
+def bench_workload(workload: Workload, runtime: Runtime, peaks: dict[str, float], repeats: int) -> WorkloadResult:
     """Each loop `repeats` times, interleaved so machine noise hits all alike; the medians count."""
     images, targets = generated_images(workload, workload.images + WARMUP_STEPS * workload.train.batch_size)
     tensors, labels = as_tensors(images), torch.from_numpy(targets)
@@ -285,9 +300,18 @@ def bench_workload(workload: Workload, runtime: engine.Runtime, peaks: dict[str,
     reference, fast, fp32 = (statistics.median(timings[k]) for k in ("reference", "engine", "fp32"))
     flops = training_flops_per_image(workload)
     return WorkloadResult(
-        workload.name, workload.train.batch_size, workload.steps, workload.workers, runtime.precision,
-        runtime.channels_last, reference, fast, fp32, fast / reference,
-        reference * flops / peaks["fp32"], fast * flops / peaks[runtime.precision],
+        workload.name,
+        workload.train.batch_size,
+        workload.steps,
+        workload.workers,
+        runtime.precision,
+        runtime.channels_last,
+        reference,
+        fast,
+        fp32,
+        fast / reference,
+        reference * flops / peaks["fp32"],
+        fast * flops / peaks[runtime.precision],
     )
 
 
@@ -305,39 +329,59 @@ def epoch_data(workload: Workload, project: Path | None, images: int | None) -> 
     """The workload's prepared training split if the project has one, else generated images it can learn;
     `images` caps the count (None: the whole split, or 50,000 generated)."""
     prepared_dir = project / "data" / "prepared" / workload.dataset if project is not None else None
-    if prepared_dir is not None and (prepared_dir / "meta.json").is_file():
+    if project is not None and prepared_dir is not None and (prepared_dir / "meta.json").is_file():
         prepared = load_prepared(prepared_dir)
         count = len(prepared.train_targets) if images is None else min(images, len(prepared.train_targets))
-        return (DeviceSplit(prepared.train_inputs[:count], prepared.train_targets[:count]),
-                f"{prepared_dir.relative_to(project)} ({prepared.meta.origin})")
+        return (
+            DeviceSplit(prepared.train_inputs[:count], prepared.train_targets[:count]),
+            f"{prepared_dir.relative_to(project)} ({prepared.meta.origin})",
+        )
     channels, height, _ = workload.input_shape
-    sizes = synthetic.SyntheticSizes(train_size=images or 50_000, test_size=1, seed=0)
+    sizes = SyntheticSizes(train_size=images or 50_000, test_size=1, seed=0)
     inputs, targets, _, _ = synthetic.make_dataset(sizes, NUM_CLASSES, channels, height)
     return DeviceSplit(inputs, targets), "generated strokes"
 
 
-def trained_epochs(workload: Workload, data: DeviceSplit, runtime: engine.Runtime, epochs: int) -> dict[str, Any]:
+def trained_epochs(workload: Workload, data: DeviceSplit, runtime: Runtime, epochs: int) -> dict[str, Any]:
     """The workload's own schedule for `epochs` whole epochs; the last epochs run on trained weights."""
     device = runtime.device
     split = DeviceSplit(data.inputs.to(device), data.targets.to(device))
     model = workload.build_model().to(device)
-    result = engine.train(model, split, engine_normalizer(workload, device), replace(workload.train, epochs=epochs),
-                          runtime, progress=sys.stderr.isatty(),
-                          on_epoch=lambda r: say(f"{workload.name} epoch {r.epoch}/{epochs}: "
-                                                 f"{r.images_per_second:,.0f} img/s, loss {r.train_loss:.3f}"))
+    result = train(
+        model,
+        split,
+        engine_normalizer(workload, device),
+        replace(workload.train, epochs=epochs),
+        runtime,
+        progress=sys.stderr.isatty(),
+        on_epoch=lambda r: say(
+            f"{workload.name} epoch {r.epoch}/{epochs}: {r.images_per_second:,.0f} img/s, loss {r.train_loss:.3f}"
+        ),
+    )
     rates = [r.images_per_second for r in result.history]
-    return {"workload": workload.name, "images": len(split), "epochs": epochs, "images_per_second": rates,
-            "final_train_accuracy": result.history[-1].train_accuracy}
+    return {
+        "workload": workload.name,
+        "images": len(split),
+        "epochs": epochs,
+        "images_per_second": rates,
+        "final_train_accuracy": result.history[-1].train_accuracy,
+    }
 
 
-def zoo_row(workload: Workload, runtime: engine.Runtime, peaks: dict[str, float]) -> dict[str, Any]:
+def zoo_row(workload: Workload, runtime: Runtime, peaks: dict[str, float]) -> dict[str, Any]:
     """Engine training images/s and utilisation of one zoo model over its own batch size."""
     images, targets = generated_images(workload, workload.images + WARMUP_STEPS * workload.train.batch_size)
     rate = engine_images_per_second(workload, as_tensors(images), torch.from_numpy(targets), runtime)
     macs = count_macs(workload.build_model(), workload.input_shape)
-    return {"workload": workload.name, "model": workload.model, "batch_size": workload.train.batch_size,
-            "precision": runtime.precision, "macs_per_image": macs, "images_per_second": rate,
-            "utilisation": rate * 6.0 * macs / peaks[runtime.precision]}
+    return {
+        "workload": workload.name,
+        "model": workload.model,
+        "batch_size": workload.train.batch_size,
+        "precision": runtime.precision,
+        "macs_per_image": macs,
+        "images_per_second": rate,
+        "utilisation": rate * 6.0 * macs / peaks[runtime.precision],
+    }
 
 
 # --------------------------------------------------------------------------
@@ -350,8 +394,6 @@ def tracking_cost(project: Path, repeats: int = 5) -> dict[str, Any]:
     generated images: training is short, so nothing hides MLflow's work) and then `stages/evaluate.py`, timed
     with CNNLAB_TRACKING=off and with a local MLflow store, interleaved, in a fresh process each time
     (importing MLflow counts); per stage, the difference of the medians is MLflow's cost."""
-    from cnnlab_tools.sandbox import copy_project, smoke_experiment
-
     stages = {"train@mnist_cnn": "stages/train.py", "evaluate@mnist_cnn": "stages/evaluate.py"}
     with tempfile.TemporaryDirectory() as tmp:
         root = copy_project(project, Path(tmp) / "project", lambda params: smoke_experiment(params, "mnist_cnn"))
@@ -362,21 +404,23 @@ def tracking_cost(project: Path, repeats: int = 5) -> dict[str, Any]:
             for switch in ("off", "on"):
                 for stage, script in stages.items():
                     started = time.perf_counter()
-                    subprocess.run([sys.executable, script, "mnist_cnn"], cwd=root, check=True,
-                                   env={**os.environ, **env, "CNNLAB_TRACKING": switch}, capture_output=True)
+                    subprocess.run(
+                        [sys.executable, script, "mnist_cnn"],
+                        cwd=root,
+                        check=True,
+                        env={**os.environ, **env, "CNNLAB_TRACKING": switch},
+                        capture_output=True,
+                    )
                     seconds[stage][switch].append(time.perf_counter() - started)
     costs = {}
     for stage, times in seconds.items():
         off, on = statistics.median(times["off"]), statistics.median(times["on"])
-        costs[stage] = {"untracked_seconds": off, "tracked_seconds": on, "mlflow_seconds": on - off,
-                        "seconds": times}
+        costs[stage] = {"untracked_seconds": off, "tracked_seconds": on, "mlflow_seconds": on - off, "seconds": times}
     return costs
 
 
 def noop_repro_seconds(project: Path, repeats: int = 3) -> dict[str, Any]:
     """Build the smoke profile of the whole pipeline in a temporary copy, then time `dvc repro` with nothing to do."""
-    from cnnlab_tools.sandbox import copy_project, smoke_profile, write_image_folder
-
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_image_folder(Path(tmp) / "images")
         root = copy_project(project, Path(tmp) / "project", lambda params: smoke_profile(params, folder))
@@ -392,14 +436,19 @@ def noop_repro_seconds(project: Path, repeats: int = 3) -> dict[str, Any]:
             times.append(time.perf_counter() - started)
             if "up to date" not in output:
                 raise RuntimeError(f"a second dvc repro was not a no-op:\n{output}")
-    return {"stages": stages, "build_seconds": build_seconds, "noop_seconds": statistics.median(times),
-            "noop_seconds_all": times}
+    return {
+        "stages": stages,
+        "build_seconds": build_seconds,
+        "noop_seconds": statistics.median(times),
+        "noop_seconds_all": times,
+    }
 
 
 def _dvc(args: list[str], cwd: Path, env: dict[str, str]) -> str:
     dvc = Path(sys.executable).with_name("dvc")
-    done = subprocess.run([str(dvc), *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        [str(dvc), *args], cwd=cwd, env={**os.environ, **env}, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"dvc {' '.join(args)} failed in {cwd}:\n{done.stdout}\n{done.stderr}")
     return done.stdout
@@ -412,16 +461,8 @@ def _dvc(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 def machine_description(device: torch.device) -> str:
     if device.type == "cuda":
-        return engine.describe_device(device)
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {torch.get_num_threads()} threads"
+        return describe_device(device)
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -451,67 +492,110 @@ def markdown(report: dict[str, Any]) -> str:
         )
     trained = report.get("trained_epochs") or []
     if trained:
-        lines += ["", "Whole epochs on " + ", ".join(sorted({row["data"] for row in trained})) +
-                  ": the engine with the workload's own schedule; the last epoch runs on trained weights.", "",
-                  "| workload | images/epoch | epochs | first epoch img/s | last epoch img/s | last/first |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Whole epochs on "
+            + ", ".join(sorted({row["data"] for row in trained}))
+            + ": the engine with the workload's own schedule; the last epoch runs on trained weights.",
+            "",
+            "| workload | images/epoch | epochs | first epoch img/s | last epoch img/s | last/first |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for row in trained:
             rates = row["images_per_second"]
-            lines.append(f"| {row['workload']} | {row['images']:,} | {row['epochs']} | {rates[0]:,.0f} | "
-                         f"{rates[-1]:,.0f} | {rates[-1] / rates[0]:.2f} |")
+            lines.append(
+                f"| {row['workload']} | {row['images']:,} | {row['epochs']} | {rates[0]:,.0f} | "
+                f"{rates[-1]:,.0f} | {rates[-1] / rates[0]:.2f} |"
+            )
     zoo = report.get("zoo") or []
     if zoo:
-        lines += ["", f"The zoo and the speedrun on the engine ({ZOO_STEPS} steps of generated images after "
-                  f"{WARMUP_STEPS} warm-up steps):", "",
-                  "| experiment | model | batch | precision | MMACs/image | img/s | utilisation |",
-                  "|---|---|---:|---|---:|---:|---:|"]
+        lines += [
+            "",
+            f"The zoo and the speedrun on the engine ({ZOO_STEPS} steps of generated images after "
+            f"{WARMUP_STEPS} warm-up steps):",
+            "",
+            "| experiment | model | batch | precision | MMACs/image | img/s | utilisation |",
+            "|---|---|---:|---|---:|---:|---:|",
+        ]
         for row in zoo:
-            lines.append(f"| {row['workload']} | {row['model']} | {row['batch_size']} | {row['precision']} | "
-                         f"{row['macs_per_image'] / 1e6:,.1f} | {row['images_per_second']:,.0f} | "
-                         f"{row['utilisation']:.1%} |")
+            lines.append(
+                f"| {row['workload']} | {row['model']} | {row['batch_size']} | {row['precision']} | "
+                f"{row['macs_per_image'] / 1e6:,.1f} | {row['images_per_second']:,.0f} | "
+                f"{row['utilisation']:.1%} |"
+            )
     tracking = report.get("tracking")
     if tracking:
         repeats = len(next(iter(tracking.values()))["seconds"]["on"])
-        lines += ["", f"MLflow's cost per stage (each stage in a fresh process on 2 epochs of 3,000 generated MNIST "
-                  f"images, local SQLite store, median of {repeats}, interleaved):", "",
-                  "| stage | CNNLAB_TRACKING=off | tracked | MLflow's cost |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            f"MLflow's cost per stage (each stage in a fresh process on 2 epochs of 3,000 generated MNIST "
+            f"images, local SQLite store, median of {repeats}, interleaved):",
+            "",
+            "| stage | CNNLAB_TRACKING=off | tracked | MLflow's cost |",
+            "|---|---:|---:|---:|",
+        ]
         for stage, cost in tracking.items():
-            lines.append(f"| {stage} | {cost['untracked_seconds']:.2f} s | {cost['tracked_seconds']:.2f} s | "
-                         f"{cost['mlflow_seconds']:.2f} s |")
+            lines.append(
+                f"| {stage} | {cost['untracked_seconds']:.2f} s | {cost['tracked_seconds']:.2f} s | "
+                f"{cost['mlflow_seconds']:.2f} s |"
+            )
     repro = report.get("noop_repro")
     if repro:
-        lines += ["", f"No-op `dvc repro` of the whole pipeline ({repro['stages']} stages, smoke profile): "
-                  f"{repro['noop_seconds']:.2f} s (median of {len(repro['noop_seconds_all'])}); "
-                  f"building it took {repro['build_seconds']:.0f} s."]
+        lines += [
+            "",
+            f"No-op `dvc repro` of the whole pipeline ({repro['stages']} stages, smoke profile): "
+            f"{repro['noop_seconds']:.2f} s (median of {len(repro['noop_seconds_all'])}); "
+            f"building it took {repro['build_seconds']:.0f} s.",
+        ]
     for note in report.get("skipped", []):
         lines += ["", f"Not measured: {note}"]
     return "\n".join(lines) + "\n"
 
 
-def resolved_runtime(params: Params, workload: Workload, device: torch.device) -> engine.Runtime:
+def zoo_workloads(params: Params) -> list[str]:
+    return [name for name, experiment in params.experiments.items() if experiment.study == ZOO_STUDY]
+
+
+def resolved_runtime(params: Params, workload: Workload, device: torch.device) -> Runtime:
     """What the train stage would run this workload's model with on `device`."""
-    return engine.resolve_runtime(params.runtime, device, count_macs(workload.build_model(), workload.input_shape))
+    return resolve_runtime(params.runtime, device, workload.train.precision)
 
 
-def run_bench(params: Params, workloads: list[str], steps_scale: float, workers: int | None,
-              project: Path | None, with_tracking: bool, repeats: int = 3, epochs: int = 3,
-              epoch_images: int | None = None, zoo: bool | None = None,
-              data_project: Path | None = None) -> dict[str, Any]:
+def run_bench(
+    params: Params,
+    workloads: list[str],
+    steps_scale: float,
+    workers: int | None,
+    project: Path | None,
+    with_tracking: bool,
+    repeats: int = 3,
+    epochs: int = 3,
+    epoch_images: int | None = None,
+    zoo: bool | None = None,
+    data_project: Path | None = None,
+) -> dict[str, Any]:
     """`project`: the copy to time a no-op `dvc repro` in (None: skip); `data_project`: where to look for
     prepared data for the whole epochs; `zoo` None: on CUDA only."""
-    device = engine.select_device()
+    device = select_device()
     torch.manual_seed(0)
     peaks = {"fp32": peak_matmul_flops(device, torch.float32), "bf16": peak_matmul_flops(device, torch.bfloat16)}
     report: dict[str, Any] = {
-        "machine": machine_description(device), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+        "machine": machine_description(device),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
         "runtime": asdict(params.runtime) | {"device": str(device)},
-        "peak_flops": peaks, "repeats": repeats, "workloads": [], "skipped": [],
+        "peak_flops": peaks,
+        "repeats": repeats,
+        "workloads": [],
+        "skipped": [],
     }
     for name in workloads:
         workload = workload_from_params(params, name, max(1, math.ceil(STEPS[name] * steps_scale)), workers)
         result = bench_workload(workload, resolved_runtime(params, workload, device), peaks, repeats)
-        say(f"{name}: reference {result.reference_images_per_second:,.0f} img/s, engine "
-            f"{result.engine_images_per_second:,.0f} img/s ({result.speedup:.2f}x)")
+        say(
+            f"{name}: reference {result.reference_images_per_second:,.0f} img/s, engine "
+            f"{result.engine_images_per_second:,.0f} img/s ({result.speedup:.2f}x)"
+        )
         report["workloads"].append(asdict(result))
     if epochs:
         report["trained_epochs"] = []
@@ -523,10 +607,11 @@ def run_bench(params: Params, workloads: list[str], steps_scale: float, workers:
             report["trained_epochs"].append(row | {"data": origin})
     if zoo if zoo is not None else device.type == "cuda":
         report["zoo"] = []
-        for name in ZOO_WORKLOADS:
+        for name in zoo_workloads(params):
             workload = workload_from_params(params, name, max(1, math.ceil(ZOO_STEPS * steps_scale)))
             row = zoo_row(workload, resolved_runtime(params, workload, device), peaks)
-            say(f"{name}: {row['images_per_second']:,.0f} img/s, {row['utilisation']:.1%} of the {row['precision']} peak")
+            share = f"{row['utilisation']:.1%} of the {row['precision']} peak"
+            say(f"{name}: {row['images_per_second']:,.0f} img/s, {share}")
             report["zoo"].append(row)
     if with_tracking and data_project is not None:
         if importlib.util.find_spec("mlflow") and Path(sys.executable).with_name("dvc").exists():
@@ -555,16 +640,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-tracking", action="store_true", help="skip timing MLflow's cost per train stage")
     parser.add_argument("--epochs", type=int, default=3, help="whole epochs per workload on its data; 0: skip")
     parser.add_argument("--epoch-images", type=int, help="cap the images of those epochs (default: all)")
-    parser.add_argument("--zoo", action=argparse.BooleanOptionalAction, default=None,
-                        help="the zoo's training speed and utilisation (default: on CUDA only)")
+    parser.add_argument(
+        "--zoo",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the zoo's training speed and utilisation (default: on CUDA only)",
+    )
     parser.add_argument("--out", default="reports/bench", help="writes OUT.md and OUT.json")
     args = parser.parse_args(argv)
 
     params_path = Path(args.params)
     project = params_path.resolve().parent
-    report = run_bench(load_params(params_path), args.workloads, args.steps_scale, args.workers,
-                       None if args.no_pipeline else project, not args.no_tracking, args.repeats, args.epochs,
-                       args.epoch_images, args.zoo, project)
+    report = run_bench(
+        load_params(params_path),
+        args.workloads,
+        args.steps_scale,
+        args.workers,
+        None if args.no_pipeline else project,
+        not args.no_tracking,
+        args.repeats,
+        args.epochs,
+        args.epoch_images,
+        args.zoo,
+        project,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(report)

@@ -95,41 +95,97 @@ def start_postgres(layout: ServerLayout, db_port: int) -> None:
     if as_postgres:
         reachable = subprocess.run([*as_postgres, "test", "-x", str(layout.root.resolve())], capture_output=True)
         if reachable.returncode != 0:
-            raise ServerError(f"PostgreSQL runs as user postgres, which cannot reach {layout.root.resolve()} "
-                              "(a parent directory is private); pass --dir with a directory it can reach")
+            raise ServerError(
+                f"PostgreSQL runs as user postgres, which cannot reach {layout.root.resolve()} "
+                "(a parent directory is private); pass --dir with a directory it can reach"
+            )
         shutil.chown(layout.root, "postgres")
         shutil.chown(layout.sockets, "postgres")
     if not (layout.cluster / "PG_VERSION").is_file():
         layout.cluster.mkdir(parents=True, exist_ok=True)
         if as_postgres:
             shutil.chown(layout.cluster, "postgres")
-        _run([*as_postgres, str(binaries / "initdb"), "-D", str(layout.cluster.resolve()), "-U", DB_USER,
-              "--auth=trust", "--encoding=UTF8"], "initdb")
+        _run(
+            [
+                *as_postgres,
+                str(binaries / "initdb"),
+                "-D",
+                str(layout.cluster.resolve()),
+                "-U",
+                DB_USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+            ],
+            "initdb",
+        )
     if _pg_running(layout):
         return
     if not _port_free(db_port):
         raise ServerError(f"port {db_port} on 127.0.0.1 is taken; pass --db-port with a free one")
     options = f"-c listen_addresses=127.0.0.1 -p {db_port} -k {layout.sockets.resolve()}"
-    _run([*as_postgres, str(binaries / "pg_ctl"), "-D", str(layout.cluster.resolve()), "-o", options,
-          "-l", str((layout.root / "postgres.log").resolve()), "-w", "start"], "starting PostgreSQL")
-    exists = subprocess.run([str(binaries / "psql"), "-h", "127.0.0.1", "-p", str(db_port), "-U", DB_USER, "-d",
-                             "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"],
-                            capture_output=True, text=True)
+    _run(
+        [
+            *as_postgres,
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(layout.cluster.resolve()),
+            "-o",
+            options,
+            "-l",
+            str((layout.root / "postgres.log").resolve()),
+            "-w",
+            "start",
+        ],
+        "starting PostgreSQL",
+    )
+    exists = subprocess.run(
+        [
+            str(binaries / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(db_port),
+            "-U",
+            DB_USER,
+            "-d",
+            "postgres",
+            "-tAc",
+            f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if exists.stdout.strip() != "1":
-        _run([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(db_port), "-U", DB_USER, DB_NAME],
-             "creating the mlflow database")
+        _run(
+            [str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(db_port), "-U", DB_USER, DB_NAME],
+            "creating the mlflow database",
+        )
 
 
 def _pg_running(layout: ServerLayout) -> bool:
-    done = subprocess.run([*_as_postgres_user(), str(postgres_bin() / "pg_ctl"), "-D", str(layout.cluster.resolve()),
-                           "status"], capture_output=True, text=True)
+    done = subprocess.run(
+        [*_as_postgres_user(), str(postgres_bin() / "pg_ctl"), "-D", str(layout.cluster.resolve()), "status"],
+        capture_output=True,
+        text=True,
+    )
     return done.returncode == 0
 
 
 def stop_postgres(layout: ServerLayout) -> None:
     if (layout.cluster / "PG_VERSION").is_file() and _pg_running(layout):
-        _run([*_as_postgres_user(), str(postgres_bin() / "pg_ctl"), "-D", str(layout.cluster.resolve()),
-              "-m", "fast", "-w", "stop"], "stopping PostgreSQL")
+        _run(
+            [
+                *_as_postgres_user(),
+                str(postgres_bin() / "pg_ctl"),
+                "-D",
+                str(layout.cluster.resolve()),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+            "stopping PostgreSQL",
+        )
 
 
 def backend_uri(db_port: int) -> str:
@@ -141,18 +197,35 @@ def start_mlflow(layout: ServerLayout, port: int, db_port: int) -> subprocess.Po
     try:
         import psycopg  # noqa: F401  (SQLAlchemy's postgresql driver)
     except ImportError:
-        raise ServerError("the PostgreSQL driver is missing; install cnnlab[server] "
-                          "(pip install -e '.[server]', or `make` with EXTRAS including server)") from None
+        raise ServerError(
+            "the PostgreSQL driver is missing; install cnnlab[server] "
+            "(pip install -e '.[server]', or `make` with EXTRAS including server)"
+        ) from None
     if not _port_free(port):
         raise ServerError(f"port {port} on 127.0.0.1 is taken; stop what runs there or pass --port")
     layout.artifacts.mkdir(parents=True, exist_ok=True)
     mlflow = Path(sys.executable).with_name("mlflow")
-    command = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", backend_uri(db_port), "--serve-artifacts",
-               "--artifacts-destination", str(layout.artifacts.resolve())]
+    command = [
+        str(mlflow),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend_uri(db_port),
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(layout.artifacts.resolve()),
+    ]
     # A client's settings (MLFLOW_TRACKING_URI and the like, which mlflow.set_tracking_uri exports) are not the
     # server's: the server has its own store and nothing else.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    # MLflow 3's job runner (GenAI scorers and trace roll-ups) starts eight more Python processes, each importing
+    # MLflow; training runs and the model registry use none of it.
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     with open(layout.log, "ab") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     layout.pid_file.write_text(str(server.pid))
@@ -169,8 +242,10 @@ def start_mlflow(layout: ServerLayout, port: int, db_port: int) -> subprocess.Po
             time.sleep(0.5)
     stop_mlflow(layout)
     last = (layout.log.read_text(errors="replace").strip().splitlines() or ["(empty)"])[-1]
-    raise ServerError(f"mlflow server did not answer on 127.0.0.1:{port} within {START_TIMEOUT_S:.0f} s; "
-                      f"its log {layout.log} ends: {last[:300]}")
+    raise ServerError(
+        f"mlflow server did not answer on 127.0.0.1:{port} within {START_TIMEOUT_S:.0f} s; "
+        f"its log {layout.log} ends: {last[:300]}"
+    )
 
 
 def stop_mlflow(layout: ServerLayout) -> None:
@@ -201,16 +276,20 @@ def main(argv: list[str] | None = None) -> None:
             args.dir.mkdir(parents=True, exist_ok=True)
             start_postgres(layout, args.db_port)
             start_mlflow(layout, args.port, args.db_port)
-            print(f"MLflow server on PostgreSQL: export MLFLOW_TRACKING_URI=http://127.0.0.1:{args.port}\n"
-                  f"  runs in {backend_uri(args.db_port)}, artifacts in {layout.artifacts}, log {layout.log}\n"
-                  f"  stop it with: python -m cnnlab_tools.mlflow_server stop --dir {args.dir}")
+            print(
+                f"MLflow server on PostgreSQL: export MLFLOW_TRACKING_URI=http://127.0.0.1:{args.port}\n"
+                f"  runs in {backend_uri(args.db_port)}, artifacts in {layout.artifacts}, log {layout.log}\n"
+                f"  stop it with: python -m cnnlab_tools.mlflow_server stop --dir {args.dir}"
+            )
         elif args.command == "stop":
             stop_mlflow(layout)
             stop_postgres(layout)
         else:
             running = layout.pid_file.is_file() and not _port_free(args.port)
-            print(f"mlflow server: {'running' if running else 'stopped'}; PostgreSQL: "
-                  f"{'running' if (layout.cluster / 'PG_VERSION').is_file() and _pg_running(layout) else 'stopped'}")
+            print(
+                f"mlflow server: {'running' if running else 'stopped'}; PostgreSQL: "
+                f"{'running' if (layout.cluster / 'PG_VERSION').is_file() and _pg_running(layout) else 'stopped'}"
+            )
     except ServerError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(1) from None

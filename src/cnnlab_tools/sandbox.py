@@ -21,13 +21,24 @@ from typing import Any
 
 import yaml
 
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src", "pyproject.toml", "constraints.txt", "Makefile", ".gitignore",
-                 ".dvc", ".dvcignore")
+PROJECT_FILES = (
+    "params.yaml",
+    "dvc.yaml",
+    "stages",
+    "src",
+    "pyproject.toml",
+    "constraints.txt",
+    "Makefile",
+    ".gitignore",
+    ".dvc",
+    ".dvcignore",
+)
 PARAMS = "params.yaml"
 
 # Small enough for CI, big enough that the CNN learns the synthetic strokes.
 SMOKE_MNIST = {"train_size": 3000, "test_size": 1000, "seed": 0}
 SMOKE_CIFAR10 = {"train_size": 256, "test_size": 128, "seed": 0}
+SMOKE_GRID_IMAGES = 4  # a figure of images per grid is what takes an evaluate stage's time on these sizes
 
 
 def set_in(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -38,7 +49,7 @@ def set_in(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def smoke_profile(params: dict[str, Any], image_folder: Path | None = None) -> dict[str, Any]:
-    """Edit raw params in place: synthetic MNIST and CIFAR-10, a smaller spiral, 1-2 epochs.
+    """Edit raw params in place: synthetic MNIST and CIFAR-10, a smaller spiral, 1-2 epochs, small image grids.
 
     The cats-vs-dogs folder becomes `image_folder` (see `write_image_folder`) with small crops, and
     ImageNet weights random ones (none can be had offline); without a folder, catsdogs and its
@@ -51,6 +62,8 @@ def smoke_profile(params: dict[str, Any], image_folder: Path | None = None) -> d
     set_in(params, "datasets.cifar10.acquire.synthetic", dict(SMOKE_CIFAR10))
     set_in(params, "datasets.spiral.acquire.points_per_class", 300)
     for name, experiment in params["experiments"].items():
+        if experiment["evaluate"].get("grid_images"):
+            experiment["evaluate"]["grid_images"] = SMOKE_GRID_IMAGES
         train = experiment["train"]
         if name.startswith("spiral"):
             train["epochs"] = 300
@@ -111,8 +124,13 @@ def write_image_folder(root: Path, classes: tuple[str, ...] = ("circles", "squar
 
 
 def git(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "cnnlab", "GIT_COMMITTER_NAME": "cnnlab",
-           "GIT_AUTHOR_EMAIL": "cnnlab@localhost", "GIT_COMMITTER_EMAIL": "cnnlab@localhost"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "cnnlab",
+        "GIT_COMMITTER_NAME": "cnnlab",
+        "GIT_AUTHOR_EMAIL": "cnnlab@localhost",
+        "GIT_COMMITTER_EMAIL": "cnnlab@localhost",
+    }
     done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} in {cwd} failed: {done.stderr.strip()}")

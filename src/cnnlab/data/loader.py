@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+
 import torch
 
-from cnnlab.config import NormalizeConstants, NormalizeMode
+from cnnlab.config.experiments import NormalizeConstants, NormalizeMode
 from cnnlab.data.prepared import DatasetMeta, PreparedData
 from cnnlab.errors import ConfigError
 
@@ -36,10 +37,8 @@ class Normalizer:
         return torch.addcmul(self.offset, batch.float(), self.multiplier)
 
 
-def make_normalizer(
-    meta: DatasetMeta, mode: NormalizeMode | NormalizeConstants, device: torch.device
-) -> Normalizer:
-    scale = 1.0 / 255.0 if meta.is_image else 1.0
+def make_normalizer(meta: DatasetMeta, mode: NormalizeMode | NormalizeConstants, device: torch.device) -> Normalizer:
+    """The normaliser an experiment's `inputs.normalize` asks for, for this dataset."""
     channels = meta.input_shape[0]
     if isinstance(mode, NormalizeConstants):
         if len(mode.mean) != channels:
@@ -55,7 +54,15 @@ def make_normalizer(
         mean, std = meta.course_mean, meta.course_std
     else:
         mean, std = meta.train_mean, meta.train_std
-    shape = (1, channels, 1, 1) if meta.is_image else (1, channels)
+    return constant_normalizer(mean, std, meta.is_image, device)
+
+
+def constant_normalizer(
+    mean: tuple[float, ...], std: tuple[float, ...], is_image: bool, device: torch.device
+) -> Normalizer:
+    """(x - mean) / std per channel; uint8 images are first scaled to [0, 1], as torchvision's ToTensor does."""
+    scale = 1.0 / 255.0 if is_image else 1.0
+    shape = (1, len(mean), 1, 1) if is_image else (1, len(mean))
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(shape)
     std_t = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
     return Normalizer(multiplier=scale / std_t, offset=-mean_t / std_t)
@@ -67,9 +74,7 @@ def permute_pixels(images: torch.Tensor, permutation: torch.Tensor) -> torch.Ten
     return flat[:, :, permutation.to(images.device)].reshape(images.shape)
 
 
-def to_device(
-    prepared: PreparedData, device: torch.device, permute: bool
-) -> tuple[DeviceSplit, DeviceSplit]:
+def to_device(prepared: PreparedData, device: torch.device, permute: bool) -> tuple[DeviceSplit, DeviceSplit]:
     train_x, test_x = prepared.train_inputs.to(device), prepared.test_inputs.to(device)
     if permute:
         if prepared.pixel_permutation is None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from cnnlab.data.registry import Splits
+from cnnlab.data.splits import Splits
+from cnnlab.data.tensorfiles import load_tensor_file
 from cnnlab.errors import DataError
 from cnnlab.io import read_json, replaced_atomically
 
@@ -34,7 +35,7 @@ class DatasetMeta:
     course_mean: tuple[float, ...] | None
     course_std: tuple[float, ...] | None
     sizes: dict[str, int]
-    origin: str  # see registry.Origin
+    origin: str  # see splits.Origin
     skipped_files: tuple[str, ...] = ()
 
     @property
@@ -42,9 +43,10 @@ class DatasetMeta:
         return len(self.class_names)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "DatasetMeta":
+    def from_json(cls, data: dict[str, Any]) -> DatasetMeta:
         tuples = ("class_names", "input_shape", "train_mean", "train_std", "course_mean", "course_std", "skipped_files")
-        return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,11 @@ def pixel_permutation(height: int, width: int, seed: int) -> torch.Tensor:
 
 
 def write_prepared(
-    name: str, kind: str, splits: Splits, out_dir: Path, permutation_seed: int | None,
+    name: str,
+    kind: str,
+    splits: Splits,
+    out_dir: Path,
+    permutation_seed: int | None,
     extra_json: dict[str, Any] | None = None,
 ) -> DatasetMeta:
     """Write the prepare stage's outputs into `out_dir` all at once or not at all.
@@ -81,10 +87,17 @@ def write_prepared(
     """
     mean, std = channel_stats(splits.train_inputs)
     meta = DatasetMeta(
-        name=name, kind=kind, class_names=splits.class_names,
-        input_shape=tuple(splits.train_inputs.shape[1:]), is_image=splits.is_image,
-        train_mean=mean, train_std=std, course_mean=splits.course_mean, course_std=splits.course_std,
-        sizes={"train": len(splits.train_targets), "test": len(splits.test_targets)}, origin=splits.origin,
+        name=name,
+        kind=kind,
+        class_names=splits.class_names,
+        input_shape=tuple(splits.train_inputs.shape[1:]),
+        is_image=splits.is_image,
+        train_mean=mean,
+        train_std=std,
+        course_mean=splits.course_mean,
+        course_std=splits.course_std,
+        sizes={"train": len(splits.train_targets), "test": len(splits.test_targets)},
+        origin=splits.origin,
         skipped_files=splits.skipped_files,
     )
     with replaced_atomically(out_dir) as tmp:
@@ -107,23 +120,18 @@ def check_learnable(name: str, splits: Splits) -> None:
     present = sorted(set(splits.train_targets.tolist()))
     if len(splits.class_names) < 2 or len(present) < 2:
         found = ", ".join(splits.class_names[i] for i in present) or "none"
-        raise DataError(f"dataset {name!r}: its training split holds one class ({found}); a classifier needs "
-                        "at least two: add a folder of images for another class")
+        raise DataError(
+            f"dataset {name!r}: its training split holds one class ({found}); a classifier needs "
+            "at least two: add a folder of images for another class"
+        )
     _, std = channel_stats(splits.train_inputs)
     flat = [i for i, spread in enumerate(std) if spread == 0]
     if flat:
         what = "channel" if splits.is_image else "feature"
-        raise DataError(f"dataset {name!r}: {what} {flat[0]} has the same value in every training sample "
-                        f"(zero variance), which normalisation would divide by; check the source files")
-
-
-def load_tensor_file(path: Path, how_to_make: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise DataError(f"{path}: missing; run `{how_to_make}` first")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise DataError(f"{path}: unreadable ({type(error).__name__}); delete it and run `{how_to_make}`") from None
+        raise DataError(
+            f"dataset {name!r}: {what} {flat[0]} has the same value in every training sample "
+            f"(zero variance), which normalisation would divide by; check the source files"
+        )
 
 
 def load_prepared(prepared_dir: Path) -> PreparedData:

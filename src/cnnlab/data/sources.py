@@ -63,7 +63,9 @@ def _local_path(location: str) -> Path:
 def _copy_to(source: str, target: Path) -> None:
     """Copy a local path or download a URL into `target`; raises OSError on failure."""
     if _is_url(source):
-        with urllib.request.urlopen(source, timeout=NETWORK_TIMEOUT_SECONDS) as response, open(target, "wb") as out:
+        # A new opener per download reads the proxy settings as they are now (urlopen's global one keeps the first).
+        opener = urllib.request.build_opener()
+        with opener.open(source, timeout=NETWORK_TIMEOUT_SECONDS) as response, open(target, "wb") as out:
             shutil.copyfileobj(response, out)
     else:
         shutil.copyfile(_local_path(source), target)

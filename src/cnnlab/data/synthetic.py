@@ -10,31 +10,18 @@ and the offline demo rely on both properties.
 
 from __future__ import annotations
 
-from dataclasses import field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from cnnlab.io import save_tensors
-from cnnlab.config import section
+from cnnlab.config.datasets import SyntheticSizes
+from cnnlab.data.tensorfiles import load_tensor_file, save_tensors
 
 STROKES_PER_CLASS = 3
 MAX_SHIFT = 3
 STROKE_WIDTH = 1.2
 NOISE_STD = 0.25
 CHUNK = 8192
-
-
-@section
-class SyntheticSizes:
-    train_size: int = 60000
-    test_size: int = 10000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.train_size < 1 or self.test_size < 1:
-            raise ValueError("synthetic train_size and test_size must be positive")
 
 
 def _segment_distance(ys: torch.Tensor, xs: torch.Tensor, p0: torch.Tensor, p1: torch.Tensor) -> torch.Tensor:
@@ -98,23 +85,15 @@ def make_dataset(
 SYNTHETIC_FILE = "synthetic.pt"
 
 
-@section
-class SourceOptions:
-    """`acquire:` of a downloadable image dataset: the official files, or a synthetic stand-in."""
-
-    source: Literal["official", "synthetic"] = "official"
-    synthetic: SyntheticSizes = field(default_factory=SyntheticSizes)
-
-
 def write_synthetic(raw_dir: Path, sizes: SyntheticSizes, num_classes: int, channels: int, size: int) -> list[str]:
     train_x, train_y, test_x, test_y = make_dataset(sizes, num_classes, channels, size)
-    save_tensors(raw_dir / SYNTHETIC_FILE, {"train_inputs": train_x, "train_targets": train_y,
-                                            "test_inputs": test_x, "test_targets": test_y})
+    save_tensors(
+        raw_dir / SYNTHETIC_FILE,
+        {"train_inputs": train_x, "train_targets": train_y, "test_inputs": test_x, "test_targets": test_y},
+    )
     return [f"{SYNTHETIC_FILE}: generated with seed {sizes.seed}"]
 
 
 def read_synthetic(raw_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from cnnlab.data.prepared import load_tensor_file
-
     raw = load_tensor_file(raw_dir / SYNTHETIC_FILE, f"dvc repro download@{raw_dir.name}")
     return raw["train_inputs"], raw["train_targets"], raw["test_inputs"], raw["test_targets"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 
 class CourseCNN(nn.Module):
@@ -28,5 +28,5 @@ class CourseCNN(nn.Module):
             nn.LogSoftmax(dim=1),
         )
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
+from torch import Tensor, nn
 
 
 def linear(input_shape: tuple[int, ...], num_classes: int, hidden: int = 100) -> nn.Module:
@@ -34,5 +34,5 @@ class FC2Layer(nn.Module):
             nn.LogSoftmax(dim=1),
         )
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return self.network(x)

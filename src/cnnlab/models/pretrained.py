@@ -92,8 +92,10 @@ def locate_imagenet_weights(name: str, weights_file: str = "") -> tuple[Path, st
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
-            raise ConfigError(f"backbone.weights_file: {path} does not exist; put {url.rsplit('/', 1)[-1]} "
-                              f"(from {url}) there, or clear weights_file to use torch.hub's cache")
+            raise ConfigError(
+                f"backbone.weights_file: {path} does not exist; put {url.rsplit('/', 1)[-1]} "
+                f"(from {url}) there, or clear weights_file to use torch.hub's cache"
+            )
         return path, verify_weights(path, url)
     path = cached_weights_path(url)
     if not path.is_file():
@@ -128,11 +130,12 @@ def torchvision_model(name: str, weights_path: Path | None) -> nn.Module:
     return model
 
 
-def torchvision_backbone(name: str, weights_path: Path | None) -> tuple[nn.Module, nn.Module]:
+def torchvision_backbone(name: str, weights_path: Path | None) -> tuple[nn.Module, nn.Linear]:
     """`name` with its last classifier layer replaced by Identity, and that layer (for ImageNet predictions)."""
     model = torchvision_model(name, weights_path)
     spec = TORCHVISION_BACKBONES[name]
     last = model.get_submodule(spec.feature_layer)
+    assert isinstance(last, nn.Linear), f"{name}.{spec.feature_layer} is not the Linear layer cnnlab replaces"
     _replace(model, spec.feature_layer, nn.Identity())
     return model, last
 
@@ -140,8 +143,10 @@ def torchvision_backbone(name: str, weights_path: Path | None) -> tuple[nn.Modul
 def imagenet_top_classes(logits: torch.Tensor, categories: list[str], k: int = 5) -> list[list[tuple[str, float]]]:
     """Per row of ImageNet logits, the k most probable class names with their softmax probability."""
     probabilities, indices = logits.float().softmax(dim=1).topk(k, dim=1)
-    return [[(categories[i], p) for i, p in zip(row_i.tolist(), row_p.tolist())]
-            for row_i, row_p in zip(indices, probabilities)]
+    return [
+        [(categories[i], p) for i, p in zip(row_i.tolist(), row_p.tolist(), strict=True)]
+        for row_i, row_p in zip(indices, probabilities, strict=True)
+    ]
 
 
 def headless(model: nn.Module) -> tuple[nn.Module, int]:

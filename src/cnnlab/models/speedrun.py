@@ -41,8 +41,9 @@ class _ConvGroup(nn.Sequential):
 
 
 class SpeedrunNet(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, widths: tuple[int, int, int],
-                 output_scale: float) -> None:
+    def __init__(
+        self, input_shape: tuple[int, ...], num_classes: int, widths: tuple[int, int, int], output_scale: float
+    ) -> None:
         super().__init__()
         channels = input_shape[0]
         patch_dims = channels * 2 * 2
@@ -69,6 +70,7 @@ class SpeedrunNet(nn.Module):
         filters = filters.view(-1, images.shape[1], 2, 2)  # patch layout was (C, 2, 2) per row: same order
         weight = torch.cat([filters, -filters])
         self.whiten.weight.copy_(weight.to(self.whiten.weight))
+        assert self.whiten.bias is not None  # built with bias=True
         self.whiten.bias.zero_()
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -77,6 +79,8 @@ class SpeedrunNet(nn.Module):
         return self.head(pooled) * self.output_scale
 
 
-def speedrun_net(input_shape: tuple[int, ...], num_classes: int, width: int = 64, output_scale: float = 1 / 9) -> SpeedrunNet:
+def speedrun_net(
+    input_shape: tuple[int, ...], num_classes: int, width: int = 64, output_scale: float = 1 / 9
+) -> SpeedrunNet:
     """Widths (width, 4 x width, 4 x width): airbench94's 64/256/256 at the default."""
     return SpeedrunNet(input_shape, num_classes, (width, 4 * width, 4 * width), output_scale)

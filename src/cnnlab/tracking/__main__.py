@@ -1,6 +1,6 @@
 """`python -m cnnlab.tracking deliver`: send the runs' journals kept while the backend was unreachable.
 
-(`python -m cnnlab.tracking worker` is the process a stage starts to write its run: see store.serve.)
+(`python -m cnnlab.tracking worker` is the process a stage starts to write its run: see worker.py.)
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import argparse
 import os
 import sys
 
-from cnnlab.tracking.records import pending_dir, project_root
+from cnnlab.tracking.backend import open_client_or_warn
+from cnnlab.tracking.protocol import pending_dir, project_root
+from cnnlab.tracking.worker import serve
 
 
 def deliver() -> int:
@@ -17,8 +19,6 @@ def deliver() -> int:
     if not list(pending_dir(root).glob("*.jsonl")):
         print(f"nothing pending in {pending_dir(root)}")
         return 0
-    from cnnlab.tracking.store import open_client_or_warn
-
     opened = open_client_or_warn()  # opening the store delivers what is pending
     if opened is None or opened[0] is None:
         return 1
@@ -28,8 +28,6 @@ def deliver() -> int:
 
 
 def worker() -> None:
-    from cnnlab.tracking.store import serve
-
     # Replies go out on the original stdout; anything MLflow prints goes to stderr, with the stage's own.
     reply = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

@@ -1,0 +1,169 @@
+"""A team's MLflow server as a team would run it: PostgreSQL from Debian, `mlflow server` serving artifacts on
+127.0.0.1 (cnnlab_tools.mlflow_server), the pipeline pointed at it by MLFLOW_TRACKING_URI; and the server
+killed in the middle of training."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab_tools import mlflow_server
+from cnnlab_tools.sandbox import smoke_experiment
+from conftest import copy_project, free_port, run, run_env, set_in
+
+pytestmark = pytest.mark.skipif(not list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")),
+                                reason="PostgreSQL's server is not installed (apt-get install postgresql)")
+
+
+class Stack:
+    """PostgreSQL and the MLflow server in one directory, started and stopped by the project's own tool."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory, self.port, self.db_port = directory, free_port(), free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        mlflow_server.main(["start", "--dir", str(self.directory), "--port", str(self.port),
+                            "--db-port", str(self.db_port)])
+
+    def kill_mlflow(self) -> None:
+        """SIGKILL, as a crashed server: no goodbye to its clients."""
+        pid = int((self.directory / "mlflow.pid").read_text())
+        os.killpg(pid, signal.SIGKILL)
+        (self.directory / "mlflow.pid").unlink()
+
+    def stop(self) -> None:
+        mlflow_server.main(["stop", "--dir", str(self.directory)])
+
+
+@pytest.fixture(scope="module")
+def stack():
+    # Not under pytest's private tmp dirs: as root, PostgreSQL runs as user postgres, who must reach its cluster.
+    directory = Path(tempfile.mkdtemp(prefix="cnnlab-mlflow-server-"))
+    directory.chmod(0o755)
+    server = Stack(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def mnist_only(epochs: int, train_size: int):
+    def edit(params: dict) -> None:
+        smoke_experiment(params, "mnist_cnn")
+        set_in(params, "datasets.mnist.acquire.synthetic", {"train_size": train_size, "test_size": 500, "seed": 0})
+        set_in(params, "experiments.mnist_cnn.train.epochs", epochs)
+        set_in(params, "runtime.checkpoint_every_s", 0)
+    return edit
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_train_and_evaluate_land_on_the_server_with_every_artifact_and_a_registered_model(stack, tmp_path,
+                                                                                         monkeypatch):
+    root = copy_project(tmp_path / "project", mnist_only(epochs=2, train_size=2000))
+    run(["dvc", "repro", "evaluate@mnist_cnn"], root, run_env({"MLFLOW_TRACKING_URI": stack.uri}))
+
+    # Read back from somewhere else, through the server only.
+    elsewhere = tmp_path / "teammate"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    mlflow = client(stack.uri)
+    experiment = mlflow.get_experiment_by_name("mnist")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    (found,) = mlflow.search_runs([experiment.experiment_id])
+    metrics = json.loads((root / "metrics" / "mnist_cnn.json").read_text())
+    assert found.info.status == "FINISHED"
+    assert found.data.params["train.optimizer.lr"] == "0.01"
+    assert found.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert [m.step for m in mlflow.get_metric_history(found.info.run_id, "train_loss")] == [1, 2]
+    artifacts = {a.path for a in mlflow.list_artifacts(found.info.run_id)}
+    assert {"history.json", "mnist_cnn.json", "figures", "model"} <= artifacts
+    version = mlflow.get_model_version_by_alias("mnist.mnist_cnn", "evaluated")
+    assert version.run_id == found.info.run_id
+    assert float(version.tags["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])
+
+    stored = {p.relative_to(stack.directory / "artifacts").parts[-1] for p in (stack.directory / "artifacts").rglob("*")}
+    assert {"history.json", "MLmodel", "classifier.pt", "confusion.png"} <= stored
+    assert not (root / "mlruns").exists(), "nothing was written to the client's own disk"
+
+    # The registered model serves raw test images, in a fresh process that is not in the project.
+    test = torch.load(root / "data" / "prepared" / "mnist" / "test.pt", weights_only=True)
+    np_file = tmp_path / "test_images.npy"
+    import numpy as np
+
+    np.save(np_file, test["inputs"].numpy())
+    script = ("import sys, numpy, mlflow; model = mlflow.pyfunc.load_model('models:/mnist.mnist_cnn@evaluated'); "
+              "print(' '.join(map(str, model.predict(numpy.load(sys.argv[1])).tolist())))")
+    served = subprocess.run([sys.executable, "-c", script, str(np_file)], cwd=elsewhere, capture_output=True,
+                            text=True, env=run_env({"MLFLOW_TRACKING_URI": stack.uri}), check=True)
+    class_names = json.loads((root / "data" / "prepared" / "mnist" / "meta.json").read_text())["class_names"]
+    evaluated = [class_names.index(row["predicted"])
+                 for row in json.loads((root / "reports" / "mnist_cnn" / "confusion.json").read_text())]
+    assert [int(x) for x in served.stdout.split()] == evaluated
+
+
+def test_a_server_killed_during_training_costs_seconds_and_loses_nothing(stack, tmp_path):
+    edit = mnist_only(epochs=4, train_size=4000)
+    root = copy_project(tmp_path / "project", edit)
+    env = run_env({"MLFLOW_TRACKING_URI": stack.uri})
+    run(["dvc", "repro", "prepare@mnist"], root, env)
+
+    baseline_root = copy_project(tmp_path / "baseline", edit)
+    untracked = run_env({"CNNLAB_TRACKING": "off"})
+    run(["dvc", "repro", "prepare@mnist"], baseline_root, untracked)
+    started = time.monotonic()
+    run(["python", "stages/train.py", "mnist_cnn"], baseline_root, untracked)
+    baseline_seconds = time.monotonic() - started
+
+    started = time.monotonic()
+    stage = subprocess.Popen(["python", "stages/train.py", "mnist_cnn"], cwd=root, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    resume_file = root / ".cnnlab" / "resume" / "mnist_cnn.pt"
+    while not resume_file.exists() and stage.poll() is None:  # after the first epoch
+        time.sleep(0.05)
+    stack.kill_mlflow()
+    _out, err = stage.communicate(timeout=600)
+    tracked_seconds = time.monotonic() - started
+    try:
+        assert stage.returncode == 0, err
+        assert (root / "models" / "mnist_cnn" / "model.pt").is_file()
+        assert len(json.loads((root / "reports" / "mnist_cnn" / "history.json").read_text())) == 4
+        warnings = [line for line in err.splitlines() if line.startswith("cnnlab:")]
+        assert len(warnings) == 1 and f"warning: MLflow at {stack.uri} failed" in warnings[0], err
+        assert "Traceback" not in err
+        print(f"train stage: {baseline_seconds:.1f} s untracked, {tracked_seconds:.1f} s with the server killed")
+        assert tracked_seconds - baseline_seconds < 30
+        pending = list((root / ".cnnlab" / "pending").glob("*.jsonl"))
+        assert len(pending) == 1
+    finally:
+        stack.start()  # the server comes back, on the same port and database
+
+    run(["python", "-m", "cnnlab.tracking", "deliver"], root, env)
+    assert not list((root / ".cnnlab" / "pending").glob("*.jsonl"))
+    mlflow = client(stack.uri)
+    experiment = mlflow.get_experiment_by_name("mnist")
+    runs = mlflow.search_runs([experiment.experiment_id], "tags.`cnnlab.experiment` = 'mnist_cnn'",
+                              order_by=["attributes.start_time DESC"])
+    assert all(r.info.status != "RUNNING" for r in runs)
+    newest = runs[0]
+    assert newest.info.status == "FINISHED"
+    assert sorted({m.step for m in mlflow.get_metric_history(newest.info.run_id, "train_loss")}) == [1, 2, 3, 4]
+    assert "model" in {a.path for a in mlflow.list_artifacts(newest.info.run_id)}

@@ -1,0 +1,28 @@
+"""Whole-batch augmentation does per image what torchvision's RandomCrop(padding) and flip do."""
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.data.augment import random_crop, random_flip
+
+
+def test_random_crop_is_a_window_of_the_zero_padded_image():
+    images = torch.randint(1, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    cropped = random_crop(images, 2, torch.Generator().manual_seed(0))
+    padded = F.pad(images, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(len(images)):
+        matches = [(dy, dx) for dy in range(5) for dx in range(5)
+                   if torch.equal(cropped[i], padded[i, :, dy : dy + 8, dx : dx + 8])]
+        assert matches, f"image {i} is not a crop of its padded original"
+        offsets.add(matches[0])
+    assert len(offsets) > 10, "offsets differ from image to image"
+
+
+def test_random_flip_mirrors_about_half_the_images():
+    images = torch.randint(0, 256, (400, 1, 4, 4), dtype=torch.uint8)
+    flipped = random_flip(images, torch.Generator().manual_seed(0))
+    mirrored = [torch.equal(f, i.flip(2)) and not torch.equal(f, i) for f, i in zip(flipped, images)]
+    kept = [torch.equal(f, i) for f, i in zip(flipped, images)]
+    assert all(m or k for m, k in zip(mirrored, kept))
+    assert 150 < sum(mirrored) < 250

@@ -1,0 +1,53 @@
+"""Resuming a killed run: it ends with the weights and history of an uninterrupted one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnlab.engine import loop
+from cnnlab.engine.checkpoint import EpochCheckpoint
+from cnnlab.engine.runtime import Runtime
+from engine_scenarios import Killed, fresh_model, killed_and_resumed, small_problem
+
+CPU = torch.device("cpu")
+
+
+
+
+
+
+
+
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_killed_run_resumes_where_it_stopped_and_ends_identical(tmp_path, precision):
+    killed_and_resumed(tmp_path, Runtime(CPU, precision, channels_last=precision == "bf16"))
+
+
+def test_a_checkpoint_of_another_run_is_ignored(tmp_path):
+    data, normalize, config = small_problem()
+    path = tmp_path / "resume.pt"
+    with pytest.raises(Killed):
+        loop.train(fresh_model(), data, normalize, config, progress=False,
+                     on_epoch=lambda r: (_ for _ in ()).throw(Killed) if r.epoch == 2 else None,
+                     checkpoint=EpochCheckpoint(path, "old-settings"))
+    epochs: list[int] = []
+    loop.train(fresh_model(), data, normalize, config, progress=False, on_epoch=lambda r: epochs.append(r.epoch),
+                 checkpoint=EpochCheckpoint(path, "new-settings"))
+    assert epochs == [1, 2, 3, 4, 5]
+
+
+def test_a_truncated_checkpoint_starts_the_run_afresh(tmp_path):
+    path = tmp_path / "resume.pt"
+    path.write_bytes(b"PK\x03\x04 cut short")
+    assert EpochCheckpoint(path, "any").saved is None
+
+
+def test_checkpoints_are_written_at_most_every_n_seconds(tmp_path):
+    data, normalize, config = small_problem()
+    path = tmp_path / "resume.pt"
+    loop.train(fresh_model(), data, normalize, config, progress=False,
+                 checkpoint=EpochCheckpoint(path, "k", every_seconds=3600))
+    assert not path.exists(), "a run shorter than the interval writes no checkpoint"
