@@ -105,7 +105,7 @@ def test_a_killed_repro_resumes_to_the_weights_of_an_uninterrupted_run(make_proj
     assert not resume_file.exists(), "a completed run removes its resumable state"
     resumed_weights, resumed_losses = weights(root), losses(root)
 
-    run(["dvc", "repro", "--force", "train@mnist_cnn"], root, run_env({"CNNLAB_NPROC": "2", "CNNLAB_TRACKING": "off"}))
+    run(["dvc", "repro", "--force", "--single-item", "train@mnist_cnn"], root, run_env({"CNNLAB_NPROC": "2", "CNNLAB_TRACKING": "off"}))
     assert resumed_losses == losses(root)
     for name, tensor in weights(root).items():
         assert torch.equal(tensor, resumed_weights[name]), name

@@ -25,6 +25,9 @@ class OptimizerConfig:
     momentum: Fraction = 0.0
     nesterov: bool = False
     weight_decay: NonNegativeFloat = 0.0
+    # BatchNorm's shifts (biases) learn this many times faster, with the same decay per step (airbench's
+    # "bias_scaler": 64); 1 treats them as every other parameter
+    norm_bias_lr_scale: PositiveFloat = 1.0
 
     def __post_init__(self) -> None:
         if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
@@ -33,10 +36,23 @@ class OptimizerConfig:
 
 @section
 class ScheduleConfig:
-    """Learning rate over training: linear warm-up, then constant, cosine or linear decay to zero."""
+    """Learning rate over training, as a factor of `optimizer.lr`: a linear warm-up from `initial_factor` to 1,
+    then constant, or a cosine or linear (onecycle) decay from 1 to `final_factor`."""
 
     name: Literal["constant", "cosine", "onecycle"] = "constant"
-    warmup_fraction: Fraction = 0.0  # share of all steps spent ramping up from zero
+    warmup_fraction: Fraction = 0.0  # share of all steps spent ramping up
+    initial_factor: Fraction = 0.0  # where the warm-up starts
+    final_factor: Fraction = 0.0  # where a decay ends
+
+
+@section
+class LookaheadConfig:
+    """An exponential moving average of the weights that the weights are reset to every `every_steps` steps
+    (airbench's lookahead): ema += (1 - d) (w - ema), w = ema, with d = decay x (share of training done)^3, so
+    it starts off and tightens towards the end; the last step leaves the average. every_steps 0: off."""
+
+    every_steps: NonNegativeInt = 0
+    decay: Fraction = 0.0
 
 
 @section
@@ -44,7 +60,10 @@ class AugmentConfig:
     """Random per-image augmentation, applied to whole batches on the training device."""
 
     crop_padding: NonNegativeInt = 0  # RandomCrop(size, padding=crop_padding); 0 = off
-    flip: bool = False  # RandomHorizontalFlip(p=0.5)
+    padding_mode: Literal["zeros", "reflect"] = "zeros"  # what a crop shows beyond the image's edge
+    # true: RandomHorizontalFlip(p=0.5); alternate: each image flipped at random in the first epoch and
+    # the other way round in each epoch after (airbench's alternating flip: every image seen both ways)
+    flip: bool | Literal["alternate"] = False
 
     @property
     def active(self) -> bool:
@@ -81,6 +100,7 @@ class TrainConfig:
     batch_size: NonNegativeInt = 64  # 0 means the whole training split in one batch
     label_smoothing: Fraction = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    lookahead: LookaheadConfig = field(default_factory=LookaheadConfig)
     seed: int = 0
     precision: Precision = "fp32"
 
@@ -89,7 +109,9 @@ class TrainConfig:
 class EvaluateConfig:
     batch_size: NonNegativeInt = 1000  # 0 means the whole test split in one batch
     grid_images: NonNegativeInt = 8  # test images shown with true and predicted labels (image datasets)
-    tta: Literal["none", "flip"] = "none"  # flip: average the predictions for each image and its mirror image
+    # flip: average the predictions for each image and its mirror image; flip_translate: and, with equal weight,
+    # those of the image shifted one pixel up-left and down-right (edges reflected), as airbench's level 2
+    tta: Literal["none", "flip", "flip_translate"] = "none"
 
 
 @section
