@@ -9,7 +9,7 @@ EXTRAS := pipeline,s3,server,test,lint
 CONSTRAINTS := constraints.txt
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup lock repro demo exps pull check test test-slow test-gpu bench mlflow-ui mlflow-server mlflow-server-stop postgres clean-venv
+.PHONY: setup lock repro demo exps pull check test test-slow test-gpu gpu-check bench mlflow-ui mlflow-server mlflow-server-stop postgres clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,14 @@ test-slow: setup
 GPU_PYTHON ?= python3
 test-gpu:
 	PYTHONPATH=$(abspath src) $(GPU_PYTHON) -m pytest -q -m gpu -p no:cacheprovider tests/gpu/test_gpu.py
+
+# The GPU check (cnnlab_tools/gpu_check.py): one run on a GPU machine, with its own Python as test-gpu, writing
+# everything into GPU_CHECK_OUT as it goes; IMAGES is the CIFAR-10 JPEG archive carried there (README: GPU check).
+GPU_CHECK_OUT ?= gpu-check
+IMAGES ?= carried/cifar10-train-jpg.tar.gz
+gpu-check:
+	PYTHONPATH=$(abspath src) $(GPU_PYTHON) -m cnnlab_tools.gpu_check --out $(GPU_CHECK_OUT) \
+	  $(if $(wildcard $(IMAGES)),--images $(IMAGES))
 
 # The engine against the course's DataLoader loop, side by side; writes reports/bench.{md,json}.
 bench: setup

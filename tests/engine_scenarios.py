@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.config.experiments import AugmentConfig, OptimizerConfig, ScheduleConfig, TrainConfig
+from cnnlab.config.experiments import AugmentConfig, LookaheadConfig, OptimizerConfig, ScheduleConfig, TrainConfig
 from cnnlab.data.loader import DeviceSplit, Normalizer
 from cnnlab.engine import loop
 from cnnlab.engine.checkpoint import EpochCheckpoint
@@ -35,18 +35,31 @@ def small_problem() -> tuple[DeviceSplit, Normalizer, TrainConfig]:
     return DeviceSplit(images, targets), normalize, config
 
 
-def fresh_model() -> nn.Module:
+def fresh_model(batchnorm: bool = False) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Dropout(0.3), nn.Linear(144, 2))
+    norm = [nn.BatchNorm2d(4)] if batchnorm else []
+    return nn.Sequential(nn.Conv2d(1, 4, 3), *norm, nn.ReLU(), nn.Flatten(), nn.Dropout(0.3), nn.Linear(144, 2))
 
 
-def killed_and_resumed(tmp_path: Path, runtime: Runtime) -> None:
+# airbench's pieces: BatchNorm shifts at a higher rate, a warm-up from a fifth of the rate and a decay to a
+# tenth, reflected crops, alternating flips and the lookahead average of the weights.
+AIRBENCH_PIECES = TrainConfig(
+    optimizer=OptimizerConfig("sgd", lr=0.05, momentum=0.9, nesterov=True, norm_bias_lr_scale=8.0),
+    schedule=ScheduleConfig("onecycle", 0.2, initial_factor=0.2, final_factor=0.1), epochs=5, batch_size=16,
+    augment=AugmentConfig(crop_padding=2, padding_mode="reflect", flip="alternate"),
+    lookahead=LookaheadConfig(every_steps=2, decay=0.9), seed=3,
+)
+
+
+def killed_and_resumed(tmp_path: Path, runtime: Runtime, config: TrainConfig | None = None) -> None:
     """Train small_problem uninterrupted, and again killed in epoch 3 then resumed: both must end identical."""
-    data, normalize, config = small_problem()
+    data, normalize, default_config = small_problem()
+    config = config or default_config
+    batchnorm = config.optimizer.norm_bias_lr_scale != 1
     data = DeviceSplit(data.inputs.to(runtime.device), data.targets.to(runtime.device))
     normalize = Normalizer(normalize.multiplier.to(runtime.device), normalize.offset.to(runtime.device))
 
-    uninterrupted = fresh_model().to(runtime.device)
+    uninterrupted = fresh_model(batchnorm).to(runtime.device)
     expected = loop.train(uninterrupted, data, normalize, config, runtime, progress=False)
 
     checkpoint_path = tmp_path / "resume.pt"
@@ -57,7 +70,7 @@ def killed_and_resumed(tmp_path: Path, runtime: Runtime) -> None:
 
     with pytest.raises(Killed):
         torch.manual_seed(1234)  # the killed process's global RNG state is gone; the checkpoint must restore it
-        loop.train(fresh_model().to(runtime.device), data, normalize, config, runtime, progress=False,
+        loop.train(fresh_model(batchnorm).to(runtime.device), data, normalize, config, runtime, progress=False,
                      on_epoch=kill_in_epoch_3,
                      checkpoint=EpochCheckpoint(checkpoint_path, "run-a", extra={"run_id": "r1"}))
     assert checkpoint_path.is_file()
@@ -65,7 +78,7 @@ def killed_and_resumed(tmp_path: Path, runtime: Runtime) -> None:
     resumed_epochs: list[int] = []
     checkpoint = EpochCheckpoint(checkpoint_path, "run-a")
     assert checkpoint.saved is not None and checkpoint.saved["extra"] == {"run_id": "r1"}
-    resumed = fresh_model().to(runtime.device)
+    resumed = fresh_model(batchnorm).to(runtime.device)
     result = loop.train(resumed, data, normalize, config, runtime, progress=False, checkpoint=checkpoint,
                           on_epoch=lambda r: resumed_epochs.append(r.epoch))
 

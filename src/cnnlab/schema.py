@@ -69,9 +69,14 @@ def _adapter(cls: type) -> Any:
 
 
 def parse_dataclass(cls: type[T], data: Any, where: str) -> T:
-    """Build `cls` from a YAML value; `where` is its key path in params.yaml."""
+    """Build `cls` from a YAML value; `where` is its key path in params.yaml.
+
+    Without pydantic (a bare GPU machine running the bench or a stage from the source tree) the value is
+    built into the same types unvalidated: params.yaml is trusted there, having been validated where it
+    was written.
+    """
     if pydantic is None:
-        raise ConfigError(f"{where}: validating params.yaml needs pydantic; pip install 'pydantic>=2.7'")
+        return cast(T, _construct(cls, {} if data is None else data))
     try:
         # Validated as JSON: YAML's mappings, lists and scalars are JSON's, and pydantic's strict JSON mode
         # accepts a mapping for a nested section and a list for a tuple, and nothing looser.
@@ -79,6 +84,23 @@ def parse_dataclass(cls: type[T], data: Any, where: str) -> T:
         return cast(T, _adapter(cast(type, cls)).validate_json(text))
     except pydantic.ValidationError as error:
         raise ConfigError(_one_line(error, cls, data, where)) from None
+
+
+def _construct(tp: Any, value: Any) -> Any:
+    """`value` (from YAML) as type `tp`, nested dataclasses, tuples and mappings included, checking nothing."""
+    tp = _strip(tp)
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        hints = get_type_hints(tp, include_extras=True)
+        return cast(Any, tp)(**{key: _construct(hints[key], item) for key, item in value.items() if key in hints})
+    if origin in (Union, types.UnionType):
+        options = [o for o in get_args(tp) if dataclasses.is_dataclass(_strip(o))]
+        return _construct(options[0], value) if options and isinstance(value, dict) else value
+    if origin is tuple and isinstance(value, list):
+        return tuple(_construct(get_args(tp)[0], item) for item in value)
+    if origin is dict and isinstance(value, dict):
+        return {key: _construct(get_args(tp)[1], item) for key, item in value.items()}
+    return value
 
 
 def _one_line(error: Any, cls: type, data: Any, where: str) -> str:

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ from cnnlab.data.loader import DeviceSplit, Normalizer, constant_normalizer
 from cnnlab.data.prepared import load_prepared
 from cnnlab.engine.loop import train
 from cnnlab.engine.optim import make_optimizer
-from cnnlab.engine.runtime import Runtime, cpu_model, describe_device, resolve_runtime, select_device, synchronize
+from cnnlab.engine.runtime import Runtime, cpu_model, describe_device, resolve_runtime, select_device
 from cnnlab.errors import ConfigError, exits_cleanly
 from cnnlab.models.complexity import count_macs
 from cnnlab.models.registry import build_model
@@ -227,9 +228,11 @@ def reference_images_per_second(
 
 
 def engine_images_per_second(
-    workload: Workload, inputs: torch.Tensor, targets: torch.Tensor, runtime: Runtime
+    workload: Workload, inputs: torch.Tensor, targets: torch.Tensor, runtime: Runtime, min_seconds: float = 0.0
 ) -> float:
-    """The engine's `train` for one epoch over the images, after a warm-up epoch of WARMUP_STEPS batches."""
+    """The engine's `train` over the images, after a warm-up epoch of WARMUP_STEPS batches: one epoch, or as
+    many as make the timed window last `min_seconds` (a fast GPU trains the bench's images in milliseconds,
+    too short a window to mean anything)."""
     device = runtime.device
     model = workload.build_model().to(device)
     normalize = engine_normalizer(workload, device)
@@ -239,17 +242,38 @@ def engine_images_per_second(
         split.targets[: WARMUP_STEPS * workload.train.batch_size],
     )
     train(model, warmup, normalize, workload.train, runtime, progress=False)
-    return train(model, split, normalize, workload.train, runtime, progress=False).images_per_second
+    timed = train(model, split, normalize, workload.train, runtime, progress=False)
+    if timed.train_seconds >= min_seconds:
+        return timed.images_per_second
+    epochs = math.ceil(min_seconds / max(timed.train_seconds, 1e-6))
+    return train(
+        model, split, normalize, replace(workload.train, epochs=epochs), runtime, progress=False
+    ).images_per_second
 
 
-def peak_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 1024, repeats: int = 10) -> float:
-    """The best FLOP/s of one size x size x size matmul in `dtype`, run two ways: torch.mm and a 1x1 convolution.
+CUDA_PEAK_SIZE = 8192  # a product long enough (milliseconds) that launch and timing costs vanish in it
+CPU_PEAK_SIZE = 1024
 
-    On CPUs torch hands the two to different libraries (BLAS, oneDNN) whose speeds
-    differ by vendor; the faster one is what the hardware can practically do.
+
+def peak_matmul_flops(device: torch.device, arithmetic: str, repeats: int = 10) -> float:
+    """The best FLOP/s of a square matmul in `arithmetic`: "fp32" (true float32), "tf32" (float32 inputs on
+    TensorFloat-32 cores: what cuDNN's convolutions use by default) or "bf16".
+
+    On CUDA: 8192^3, timed by CUDA events around each product. On CPU: 1024^3 by the host clock, run two
+    ways, torch.mm and a 1x1 convolution, which torch hands to different libraries (BLAS, oneDNN) whose
+    speeds differ by vendor; the faster one is what the hardware can practically do.
     """
+    size = CUDA_PEAK_SIZE if device.type == "cuda" else CPU_PEAK_SIZE
+    dtype = torch.bfloat16 if arithmetic == "bf16" else torch.float32
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
+    if device.type == "cuda":
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = arithmetic == "tf32"
+        try:
+            return 2 * size**3 / _cuda_seconds(lambda: torch.mm(a, b), repeats)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
     # The same product as a convolution: `size` pixels of `size` channels through a size x size 1x1 kernel.
     pixels = a.t().reshape(1, size, size, 1).contiguous(memory_format=torch.channels_last)
     kernel = b.t().reshape(size, size, 1, 1).contiguous(memory_format=torch.channels_last)
@@ -257,12 +281,36 @@ def peak_matmul_flops(device: torch.device, dtype: torch.dtype, size: int = 1024
     for product in (lambda: torch.mm(a, b), lambda: F.conv2d(pixels, kernel)):
         product()
         for _ in range(repeats):
-            synchronize(device)
             started = time.perf_counter()
             product()
-            synchronize(device)
             best = max(best, 2 * size**3 / (time.perf_counter() - started))
     return best
+
+
+def _cuda_seconds(work: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """The fastest of `repeats` runs of `work`, each between two CUDA events, in seconds."""
+    for _ in range(warmup):
+        work()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        work()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return min(times)
+
+
+def measured_peaks(device: torch.device) -> dict[str, float]:
+    """The peaks utilisation is measured against: fp32 and bf16, and on CUDA tf32."""
+    kinds = ("fp32", "tf32", "bf16") if device.type == "cuda" else ("fp32", "bf16")
+    return {kind: peak_matmul_flops(device, kind) for kind in kinds}
+
+
+def peak_for(precision: str, device: torch.device, peaks: dict[str, float]) -> float:
+    """The peak a run in `precision` is held to: on CUDA fp32 training's convolutions run on TF32 cores."""
+    return peaks["tf32"] if precision == "fp32" and device.type == "cuda" else peaks[precision]
 
 
 def training_flops_per_image(workload: Workload) -> float:
@@ -286,7 +334,9 @@ class WorkloadResult:
     engine_utilisation: float  # of the peak in the engine's precision
 
 
-def bench_workload(workload: Workload, runtime: Runtime, peaks: dict[str, float], repeats: int) -> WorkloadResult:
+def bench_workload(
+    workload: Workload, runtime: Runtime, peaks: dict[str, float], repeats: int, min_seconds: float = 0.0
+) -> WorkloadResult:
     """Each loop `repeats` times, interleaved so machine noise hits all alike; the medians count."""
     images, targets = generated_images(workload, workload.images + WARMUP_STEPS * workload.train.batch_size)
     tensors, labels = as_tensors(images), torch.from_numpy(targets)
@@ -294,8 +344,8 @@ def bench_workload(workload: Workload, runtime: Runtime, peaks: dict[str, float]
     timings: dict[str, list[float]] = {"reference": [], "engine": [], "fp32": []}
     for repeat in range(1, repeats + 1):
         timings["reference"].append(reference_images_per_second(workload, images, targets, runtime.device))
-        timings["engine"].append(engine_images_per_second(workload, tensors, labels, runtime))
-        timings["fp32"].append(engine_images_per_second(workload, tensors, labels, fp32_runtime))
+        timings["engine"].append(engine_images_per_second(workload, tensors, labels, runtime, min_seconds))
+        timings["fp32"].append(engine_images_per_second(workload, tensors, labels, fp32_runtime, min_seconds))
         say(f"{workload.name} {repeat}/{repeats}: " + ", ".join(f"{k} {v[-1]:,.0f} img/s" for k, v in timings.items()))
     reference, fast, fp32 = (statistics.median(timings[k]) for k in ("reference", "engine", "fp32"))
     flops = training_flops_per_image(workload)
@@ -310,8 +360,8 @@ def bench_workload(workload: Workload, runtime: Runtime, peaks: dict[str, float]
         fast,
         fp32,
         fast / reference,
-        reference * flops / peaks["fp32"],
-        fast * flops / peaks[runtime.precision],
+        reference * flops / peak_for("fp32", runtime.device, peaks),
+        fast * flops / peak_for(runtime.precision, runtime.device, peaks),
     )
 
 
@@ -368,10 +418,10 @@ def trained_epochs(workload: Workload, data: DeviceSplit, runtime: Runtime, epoc
     }
 
 
-def zoo_row(workload: Workload, runtime: Runtime, peaks: dict[str, float]) -> dict[str, Any]:
+def zoo_row(workload: Workload, runtime: Runtime, peaks: dict[str, float], min_seconds: float = 0.0) -> dict[str, Any]:
     """Engine training images/s and utilisation of one zoo model over its own batch size."""
     images, targets = generated_images(workload, workload.images + WARMUP_STEPS * workload.train.batch_size)
-    rate = engine_images_per_second(workload, as_tensors(images), torch.from_numpy(targets), runtime)
+    rate = engine_images_per_second(workload, as_tensors(images), torch.from_numpy(targets), runtime, min_seconds)
     macs = count_macs(workload.build_model(), workload.input_shape)
     return {
         "workload": workload.name,
@@ -380,7 +430,7 @@ def zoo_row(workload: Workload, runtime: Runtime, peaks: dict[str, float]) -> di
         "precision": runtime.precision,
         "macs_per_image": macs,
         "images_per_second": rate,
-        "utilisation": rate * 6.0 * macs / peaks[runtime.precision],
+        "utilisation": rate * 6.0 * macs / peak_for(runtime.precision, runtime.device, peaks),
     }
 
 
@@ -474,9 +524,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"Engine: `runtime:` {', '.join(f'{k} {v}' for k, v in runtime.items())}, resolved per workload "
         "(precision column; channels_last for image batches). Reference: PIL dataset + course transforms + "
         "DataLoader with the course's batch size and workers, fp32. Engine fp32: the engine in fp32, NCHW.",
-        f"Measured peak matmul: {report['peak_flops']['fp32'] / 1e9:,.0f} GFLOP/s fp32, "
-        f"{report['peak_flops']['bf16'] / 1e9:,.0f} GFLOP/s bf16. Utilisation = 6 x MACs x images/s / peak. "
-        f"Each figure is the median of {report['repeats']} interleaved timings.",
+        "Measured peak matmul: "
+        + ", ".join(f"{flops / 1e9:,.0f} GFLOP/s {kind}" for kind, flops in report["peak_flops"].items())
+        + " (on CUDA fp32 training is held to the tf32 peak: cuDNN's convolutions use TF32 by default). "
+        "Utilisation = 6 x MACs x images/s / peak. "
+        f"Each figure is the median of {report['repeats']} interleaved timings"
+        + (
+            f"; the engine's timed windows last at least {report['min_seconds']:g} s."
+            if report.get("min_seconds")
+            else "."
+        ),
         "",
         "| workload | batch | steps | reference workers | reference img/s | engine precision | engine img/s | "
         "engine fp32 img/s | speedup | reference util. | engine util. |",
@@ -573,12 +630,17 @@ def run_bench(
     epoch_images: int | None = None,
     zoo: bool | None = None,
     data_project: Path | None = None,
+    write: Callable[[dict[str, Any]], None] = lambda report: None,
+    min_seconds: float | None = None,
 ) -> dict[str, Any]:
     """`project`: the copy to time a no-op `dvc repro` in (None: skip); `data_project`: where to look for
-    prepared data for the whole epochs; `zoo` None: on CUDA only."""
+    prepared data for the whole epochs; `zoo` None: on CUDA only. `write` is called with the report after each
+    part, so a failure later loses nothing measured before it. `min_seconds`: the shortest timed window of the
+    engine (default: 3 s on CUDA, one epoch of the bench's images on CPU)."""
     device = select_device()
+    window = min_seconds if min_seconds is not None else (3.0 if device.type == "cuda" else 0.0)
     torch.manual_seed(0)
-    peaks = {"fp32": peak_matmul_flops(device, torch.float32), "bf16": peak_matmul_flops(device, torch.bfloat16)}
+    peaks = measured_peaks(device)
     report: dict[str, Any] = {
         "machine": machine_description(device),
         "torch": torch.__version__,
@@ -586,17 +648,20 @@ def run_bench(
         "runtime": asdict(params.runtime) | {"device": str(device)},
         "peak_flops": peaks,
         "repeats": repeats,
+        "min_seconds": window,
         "workloads": [],
         "skipped": [],
     }
+    write(report)
     for name in workloads:
         workload = workload_from_params(params, name, max(1, math.ceil(STEPS[name] * steps_scale)), workers)
-        result = bench_workload(workload, resolved_runtime(params, workload, device), peaks, repeats)
+        result = bench_workload(workload, resolved_runtime(params, workload, device), peaks, repeats, window)
         say(
             f"{name}: reference {result.reference_images_per_second:,.0f} img/s, engine "
             f"{result.engine_images_per_second:,.0f} img/s ({result.speedup:.2f}x)"
         )
         report["workloads"].append(asdict(result))
+        write(report)
     if epochs:
         report["trained_epochs"] = []
         for name in workloads:
@@ -605,24 +670,28 @@ def run_bench(
             say(f"{name}: {epochs} whole epochs of {len(data):,} images ({origin})")
             row = trained_epochs(workload, data, resolved_runtime(params, workload, device), epochs)
             report["trained_epochs"].append(row | {"data": origin})
+            write(report)
     if zoo if zoo is not None else device.type == "cuda":
         report["zoo"] = []
         for name in zoo_workloads(params):
             workload = workload_from_params(params, name, max(1, math.ceil(ZOO_STEPS * steps_scale)))
-            row = zoo_row(workload, resolved_runtime(params, workload, device), peaks)
+            row = zoo_row(workload, resolved_runtime(params, workload, device), peaks, window)
             share = f"{row['utilisation']:.1%} of the {row['precision']} peak"
             say(f"{name}: {row['images_per_second']:,.0f} img/s, {share}")
             report["zoo"].append(row)
+            write(report)
     if with_tracking and data_project is not None:
         if importlib.util.find_spec("mlflow") and Path(sys.executable).with_name("dvc").exists():
             say("MLflow: timing train@mnist_cnn with and without tracking")
             report["tracking"] = tracking_cost(data_project)
+            write(report)
         else:
             report["skipped"].append("MLflow's cost per stage (mlflow or dvc is not installed)")
     if project is not None:
         if Path(sys.executable).with_name("dvc").exists():
             say("DVC: building the smoke profile of the whole pipeline, then timing a no-op dvc repro")
             report["noop_repro"] = noop_repro_seconds(project)
+            write(report)
         else:
             report["skipped"].append("no-op dvc repro (dvc is not installed)")
     return report
@@ -646,11 +715,19 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="the zoo's training speed and utilisation (default: on CUDA only)",
     )
-    parser.add_argument("--out", default="reports/bench", help="writes OUT.md and OUT.json")
+    parser.add_argument("--min-seconds", type=float, help="shortest timed window (default: 3 s on CUDA, else 0)")
+    parser.add_argument("--out", default="reports/bench", help="writes OUT.md and OUT.json, after each part")
     args = parser.parse_args(argv)
 
     params_path = Path(args.params)
     project = params_path.resolve().parent
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(report: dict[str, Any]) -> None:
+        out.with_suffix(".md").write_text(markdown(report))
+        out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+
     report = run_bench(
         load_params(params_path),
         args.workloads,
@@ -663,13 +740,11 @@ def main(argv: list[str] | None = None) -> None:
         args.epoch_images,
         args.zoo,
         project,
+        write,
+        args.min_seconds,
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = markdown(report)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(text)
+    write(report)
+    print(markdown(report))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ deterministic resume, and evaluation that agrees with the CPU's.
 
 from __future__ import annotations
 
+import os
+
+# cuBLAS reads this at its first call, which may come before any test sets deterministic mode: set it now.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 import pytest
 import torch
 import yaml
@@ -48,6 +53,17 @@ def cifar_like(count: int, device: torch.device) -> tuple[DeviceSplit, Normalize
     return DeviceSplit(images.to(device), labels.to(device)), course_normalizer(device)
 
 
+@pytest.fixture(autouse=True)
+def cuda_defaults():
+    """Each test starts, and leaves, with torch's defaults: one test's deterministic mode or TF32 switch must
+    not decide another's kernels."""
+    yield
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = True
+
+
 @pytest.mark.parametrize("name", ZOO)
 def test_every_model_trains_on_cuda_in_bf16_and_channels_last_with_its_loss_falling(name):
     data, normalize = cifar_like(1024, CUDA)
@@ -55,10 +71,22 @@ def test_every_model_trains_on_cuda_in_bf16_and_channels_last_with_its_loss_fall
     model = build_model(name, CIFAR, 10).to(CUDA)
     config = TrainConfig(optimizer=OptimizerConfig("adam", lr=LEARNING_RATES.get(name, 1e-3)), epochs=4,
                          batch_size=128, seed=0)
+    # What the convolutions see while training: bf16 activations out (autocast at work) and NHWC inputs in.
+    seen: list[tuple[torch.dtype, bool]] = []
+
+    def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if module.training and inputs[0].dim() == 4:
+            seen.append((output.dtype, inputs[0].is_contiguous(memory_format=torch.channels_last)))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     result = loop.train(model, data, normalize, config, Runtime(CUDA, "bf16", channels_last=True),
                           progress=False)
+    for hook in hooks:
+        hook.remove()
     losses = [record.train_loss for record in result.history]
     assert all(map(torch.isfinite, torch.tensor(losses))) and losses[-1] < losses[0], losses
+    assert seen and all(dtype == torch.bfloat16 for dtype, _ in seen), {dtype for dtype, _ in seen}
+    assert all(nhwc for _, nhwc in seen), "every convolution's input was channels_last"
     convolutions = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convolutions if w.dim() == 4)
 
@@ -94,6 +122,9 @@ def test_a_killed_run_resumes_on_cuda_to_identical_weights_under_deterministic(t
 
 
 def test_evaluation_on_cuda_agrees_with_the_cpu_on_the_same_weights():
+    # True float32 on both sides: TF32 would make the GPU's arithmetic, not its kernels, the difference.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     data, normalize = cifar_like(2048, torch.device("cpu"))
     on_gpu = DeviceSplit(data.inputs.to(CUDA), data.targets.to(CUDA))
     torch.manual_seed(0)

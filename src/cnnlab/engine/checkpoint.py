@@ -22,6 +22,7 @@ class EpochCheckpoint:
         self.path, self.key, self.every_seconds = Path(path), key, every_seconds
         self.extra = dict(extra or {})
         self._saved: dict[str, Any] | None = None
+        self._other: dict[str, Any] | None = None
         self._loaded = False
         self._last_save = time.monotonic()
 
@@ -37,7 +38,16 @@ class EpochCheckpoint:
                     state = None
                 if isinstance(state, dict) and state.get("key") == self.key:
                     self._saved = state
+                elif isinstance(state, dict):
+                    self._other = dict(state.get("extra") or {})
         return self._saved
+
+    @property
+    def other_run(self) -> dict[str, Any] | None:
+        """The `extra` of a state left by a run with another key (other settings, data or device), if any: it is
+        not continued, and this says what it was."""
+        _ = self.saved
+        return self._other
 
     def due(self) -> bool:
         """Whether the epoch that just ended is to be saved."""

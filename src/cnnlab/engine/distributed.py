@@ -129,8 +129,11 @@ def run_as_ranks(count: int) -> int:
 
 
 def join() -> World:
-    """In a rank: join the process group (NCCL on CUDA, gloo on CPU) and pin this rank's GPU; else World()."""
-    if not is_rank() or int(os.environ["WORLD_SIZE"]) == 1:
+    """In a rank: join the process group (NCCL on CUDA, gloo on CPU) and pin this rank's GPU; else World().
+
+    A world of one rank (`torchrun --nproc-per-node 1`, as the GPU check runs a stage) joins too, so that the
+    whole data-parallel path (process group, DDP, SyncBatchNorm) runs on a machine with one GPU."""
+    if not is_rank():
         return World()
     _die_with_parent()
     rank, size, local_rank = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
@@ -144,7 +147,7 @@ def join() -> World:
 
 
 def leave(world: World) -> None:
-    if world.size > 1 and dist.is_initialized():
+    if world.backend and dist.is_initialized():
         dist.destroy_process_group()
 
 

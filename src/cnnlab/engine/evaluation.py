@@ -27,19 +27,29 @@ class Evaluation:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, inputs: torch.Tensor, normalize: Normalizer, batch_size: int, flip_tta: bool = False
+    model: nn.Module, inputs: torch.Tensor, normalize: Normalizer, batch_size: int, tta: str = "none"
 ) -> torch.Tensor:
     """Model outputs for `inputs` in eval mode, batch by batch, concatenated on the device.
 
-    flip_tta: average the outputs for each image and its mirror image (test-time augmentation).
+    tta (test-time augmentation): "flip" averages the outputs for each image and its mirror image;
+    "flip_translate" averages that, with equal weight, with the same for the image shifted one pixel up-left
+    and one pixel down-right (edges reflected), as airbench's level 2.
     """
     model.eval()
 
+    def mirrored(batch: torch.Tensor) -> torch.Tensor:
+        return (model(batch).float() + model(batch.flip(-1)).float()) / 2
+
     def outputs(batch: torch.Tensor) -> torch.Tensor:
         batch = normalize(batch)
-        if flip_tta:
-            return (model(batch).float() + model(batch.flip(-1)).float()) / 2
-        return model(batch).float()
+        if tta == "none":
+            return model(batch).float()
+        if tta == "flip":
+            return mirrored(batch)
+        height, width = batch.shape[-2:]
+        padded = F.pad(batch, (1, 1, 1, 1), mode="reflect")
+        shifted = [padded[..., :height, :width], padded[..., 2:, 2:]]
+        return (mirrored(batch) + (mirrored(shifted[0]) + mirrored(shifted[1])) / 2) / 2
 
     return torch.cat([outputs(batch) for batch in inputs.split(batch_size or len(inputs))])
 
@@ -51,10 +61,10 @@ def evaluate(
     normalize: Normalizer,
     batch_size: int,
     num_classes: int,
-    flip_tta: bool = False,
+    tta: str = "none",
 ) -> Evaluation:
     started = time.perf_counter()
-    outputs = predict(model, data.inputs, normalize, batch_size, flip_tta)
+    outputs = predict(model, data.inputs, normalize, batch_size, tta)
     synchronize(outputs.device)
     seconds = time.perf_counter() - started
     loss = F.cross_entropy(outputs, data.targets).item()

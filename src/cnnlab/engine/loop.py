@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.config.experiments import TrainConfig
-from cnnlab.data.augment import augment
+from cnnlab.config.experiments import LookaheadConfig, TrainConfig
+from cnnlab.data.augment import alternating_flips, augment
 from cnnlab.data.loader import DeviceSplit, Normalizer, batch_indices
 from cnnlab.engine.checkpoint import EpochCheckpoint, restore_rng_states, rng_states
 from cnnlab.engine.distributed import World, max_across, sum_across
@@ -65,6 +65,13 @@ class FitsToData(Protocol):
     def fit_to_data(self, images: torch.Tensor) -> None: ...
 
 
+@runtime_checkable
+class StartsEpochs(Protocol):
+    """A model that changes what trains from epoch to epoch (models/speedrun.py's whitening bias)."""
+
+    def start_epoch(self, epoch: int) -> None: ...
+
+
 class NonFiniteLoss(CnnlabError):
     """The training loss became NaN or infinite: training stops at once instead of running on garbage."""
 
@@ -79,7 +86,10 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR | None
     generator: torch.Generator  # shuffling, and augmentation in a single process
+    steps_per_epoch: int
     history: list[EpochRecord] = field(default_factory=list)
+    flips: torch.Tensor | None = None  # an alternating flip's choice of images to mirror in odd epochs
+    lookahead: Lookahead | None = None
 
     def state(self) -> dict[str, object]:
         return {
@@ -88,7 +98,26 @@ class _Run:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "rng": rng_states(self.inputs.device, self.generator),
             "history": [asdict(r) for r in self.history],
+            "lookahead": self.lookahead.average if self.lookahead is not None else None,
         }
+
+
+class Lookahead:
+    """The moving average of the weights (and BatchNorm's statistics) that `train.lookahead` resets them to."""
+
+    def __init__(self, model: nn.Module, config: LookaheadConfig, total_steps: int) -> None:
+        self.config, self.total_steps = config, total_steps
+        self.weights = [t for t in model.state_dict().values() if t.is_floating_point()]  # views of the model's
+        self.average = [t.detach().clone() for t in self.weights]
+
+    def after_step(self, step: int) -> None:
+        """Called after optimizer step `step` (1-based, counted over the whole run)."""
+        if step % self.config.every_steps == 0:
+            decay = self.config.decay * (step / self.total_steps) ** 3
+            torch._foreach_lerp_(self.average, self.weights, 1 - decay)
+            torch._foreach_copy_(self.weights, self.average)
+        if step == self.total_steps:  # training ends on the average
+            torch._foreach_copy_(self.weights, self.average)
 
 
 def train(
@@ -156,15 +185,18 @@ def _start(
     state, else fresh (and a model with `fit_to_data` fitted to the data)."""
     device = runtime.device
     inputs = data.inputs
-    if world.size > 1:
-        model = _synchronised_batchnorm(model, device)
+    if world.backend:
+        model = _synchronised_batchnorm(model, device, world)
     if runtime.channels_last and inputs.dim() == 4:
         model.to(memory_format=torch.channels_last)
         inputs = inputs.contiguous(memory_format=torch.channels_last)  # once, so batches gather in NHWC
     optimizer = make_optimizer(model, config.optimizer)
-    scheduler = make_scheduler(optimizer, config.schedule, config.epochs * _steps_per_epoch(data, config))
+    steps_per_epoch = _steps_per_epoch(data, config)
+    scheduler = make_scheduler(optimizer, config.schedule, config.epochs * steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    history: list[EpochRecord] = []
+    run = _Run(model, model, inputs, optimizer, scheduler, generator, steps_per_epoch)
+    if config.augment.flip == "alternate":
+        run.flips = alternating_flips(len(data), _derived_seed(config.seed, "flips"), device)
     if checkpoint is not None and checkpoint.saved is not None:
         state = checkpoint.saved
         model.load_state_dict(state["model"])
@@ -172,15 +204,19 @@ def _start(
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         restore_rng_states(state["rng"], device, generator)
-        history = [EpochRecord(**row) for row in state["history"]]
+        run.history = [EpochRecord(**row) for row in state["history"]]
     elif isinstance(model, FitsToData):  # fresh runs only: a resumed one restores what the fit set
         with intended_sync(device):  # an eigendecomposition, once
             model.fit_to_data(normalize(inputs[:DATA_INIT_IMAGES]))
+    if config.lookahead.every_steps:
+        run.lookahead = Lookahead(model, config.lookahead, config.epochs * steps_per_epoch)
+        if checkpoint is not None and checkpoint.saved is not None:
+            torch._foreach_copy_(run.lookahead.average, checkpoint.saved["lookahead"])
     # After restoring or fitting: DDP starts from rank 0's weights.
-    forward: Callable[[torch.Tensor], torch.Tensor] = _parallel(model, world, device)
+    run.forward = _parallel(model, world, device)
     if runtime.compile:
-        forward = torch.compile(forward)
-    return _Run(model, forward, inputs, optimizer, scheduler, generator, history)
+        run.forward = torch.compile(run.forward)
+    return run
 
 
 def _train_epoch(
@@ -195,12 +231,15 @@ def _train_epoch(
 ) -> EpochRecord:
     device = runtime.device
     run.model.train()
+    if isinstance(run.model, StartsEpochs):
+        run.model.start_epoch(epoch)
     bar.start_epoch(epoch)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)  # a step index, read ~once a second
     seen = 0
     augment_generator = run.generator if world.size == 1 else _rank_generator(config.seed, epoch, world, device)
+    flipped_this_epoch = None if run.flips is None else run.flips ^ (epoch % 2 == 0)
     started = last_shown = time.perf_counter()
     for step, whole in enumerate(batch_indices(len(data), config.batch_size, device, run.generator), start=1):
         index = whole.tensor_split(world.size)[world.rank] if world.size > 1 else whole
@@ -208,7 +247,12 @@ def _train_epoch(
         # DDP averages the ranks' gradients: weighting each rank's mean loss by its share of the batch
         # makes that average the gradient of the whole batch's mean loss, also for a short last batch.
         share = len(index) * world.size / len(whole) if world.size > 1 else None
-        loss, outputs = _step(run, run.inputs[index], targets, share, normalize, config, runtime, augment_generator)
+        flips = None if flipped_this_epoch is None else flipped_this_epoch[index]
+        loss, outputs = _step(
+            run, run.inputs[index], targets, share, normalize, config, runtime, augment_generator, flips
+        )
+        if run.lookahead is not None:
+            run.lookahead.after_step((epoch - 1) * run.steps_per_epoch + step)
         loss_sum += loss * len(index)
         correct += (outputs.argmax(dim=1) == targets).sum()
         first_nonfinite = torch.where((first_nonfinite < 0) & ~torch.isfinite(loss), step, first_nonfinite)
@@ -243,10 +287,11 @@ def _step(
     config: TrainConfig,
     runtime: Runtime,
     augment_generator: torch.Generator,
+    flips: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch (this rank's part of it); the batch's mean loss and outputs, detached."""
     if config.augment.active:
-        batch = augment(batch, config.augment, augment_generator)
+        batch = augment(batch, config.augment, augment_generator, flips)
     batch = normalize(batch)
     if runtime.channels_last and batch.dim() == 4:
         batch = batch.contiguous(memory_format=torch.channels_last)
@@ -261,10 +306,12 @@ def _step(
     return loss.detach(), outputs.detach()
 
 
-def _synchronised_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+def _synchronised_batchnorm(model: nn.Module, device: torch.device, world: World) -> nn.Module:
     """BatchNorm over the whole batch, not each rank's part, so that N processes train what one would."""
     if not any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):
         return model
+    if device.type != "cuda" and world.size == 1:
+        return model  # one CPU process normalises its whole batch already
     if device.type != "cuda":
         raise ConfigError(
             "this model has BatchNorm, whose statistics several processes share only on GPUs "
@@ -274,7 +321,7 @@ def _synchronised_batchnorm(model: nn.Module, device: torch.device) -> nn.Module
 
 
 def _parallel(model: nn.Module, world: World, device: torch.device) -> nn.Module:
-    if world.size == 1:
+    if not world.backend:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
@@ -284,8 +331,13 @@ def _parallel(model: nn.Module, world: World, device: torch.device) -> nn.Module
 def _rank_generator(seed: int, epoch: int, world: World, device: torch.device) -> torch.Generator:
     """A rank's augmentation draws for one epoch: seeded by (seed, epoch, rank), so that they need no saved
     state and a resumed run draws what an uninterrupted one would."""
-    digest = hashlib.sha256(f"{seed}/{epoch}/{world.rank}".encode()).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.Generator(device=device).manual_seed(_derived_seed(seed, f"{epoch}/{world.rank}"))
+
+
+def _derived_seed(seed: int, purpose: str) -> int:
+    """A seed of its own for each use of the run's seed, so that draws for one use never mirror another's."""
+    digest = hashlib.sha256(f"{seed}/{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _stop_if_nonfinite(first_nonfinite: torch.Tensor, epoch: int, config: TrainConfig) -> None:

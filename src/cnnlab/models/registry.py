@@ -68,8 +68,11 @@ def check_model_args(name: str, args: Mapping[str, object], where: str) -> None:
             raise ConfigError(
                 f"{where}.model_args.{key}: expected {type(default).__name__} for model {name!r}, got {value!r}"
             )
-        if isinstance(value, int) and not isinstance(value, bool) and value < 1:  # every int option is a size
-            raise ConfigError(f"{where}.model_args.{key}: {value} is not accepted; a size must be at least 1")
+        # Every int option is a size (at least 1), or a count whose default is 0 (at least 0).
+        least = 0 if default == 0 else 1
+        if isinstance(value, int) and not isinstance(value, bool) and value < least:
+            kind = "a size" if least else "a count"
+            raise ConfigError(f"{where}.model_args.{key}: {value} is not accepted; {kind} must be at least {least}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{where}.model_args.{key}: {value} is not accepted; it must be a finite number")
 

@@ -42,13 +42,21 @@ class _ConvGroup(nn.Sequential):
 
 class SpeedrunNet(nn.Module):
     def __init__(
-        self, input_shape: tuple[int, ...], num_classes: int, widths: tuple[int, int, int], output_scale: float
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        widths: tuple[int, int, int],
+        output_scale: float,
+        whiten_bias_epochs: int = 0,
     ) -> None:
         super().__init__()
         channels = input_shape[0]
         patch_dims = channels * 2 * 2
         self.whiten = nn.Conv2d(channels, 2 * patch_dims, 2, padding=0, bias=True)
-        self.whiten.requires_grad_(False)
+        self.whiten.weight.requires_grad_(False)  # fitted to the data, then fixed
+        assert self.whiten.bias is not None  # built with bias=True
+        self.whiten.bias.requires_grad_(whiten_bias_epochs > 0)  # trains in the first epochs only
+        self.whiten_bias_epochs = whiten_bias_epochs
         self.groups = nn.Sequential(
             _ConvGroup(2 * patch_dims, widths[0]), _ConvGroup(widths[0], widths[1]), _ConvGroup(widths[1], widths[2])
         )
@@ -73,6 +81,11 @@ class SpeedrunNet(nn.Module):
         assert self.whiten.bias is not None  # built with bias=True
         self.whiten.bias.zero_()
 
+    def start_epoch(self, epoch: int) -> None:
+        """The whitening layer's bias trains for the first `whiten_bias_epochs` epochs (1-based), then stays."""
+        assert self.whiten.bias is not None
+        self.whiten.bias.requires_grad_(epoch <= self.whiten_bias_epochs)
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         features = self.groups(nn.functional.gelu(self.whiten(inputs)))
         pooled = features.amax(dim=(2, 3))
@@ -80,7 +93,12 @@ class SpeedrunNet(nn.Module):
 
 
 def speedrun_net(
-    input_shape: tuple[int, ...], num_classes: int, width: int = 64, output_scale: float = 1 / 9
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    width: int = 64,
+    output_scale: float = 1 / 9,
+    whiten_bias_epochs: int = 0,
 ) -> SpeedrunNet:
-    """Widths (width, 4 x width, 4 x width): airbench94's 64/256/256 at the default."""
-    return SpeedrunNet(input_shape, num_classes, (width, 4 * width, 4 * width), output_scale)
+    """Widths (width, 4 x width, 4 x width): airbench94's 64/256/256 at the default. `whiten_bias_epochs`:
+    how many epochs the whitening layer's bias trains before it is fixed (airbench94: 3; 0: never)."""
+    return SpeedrunNet(input_shape, num_classes, (width, 4 * width, 4 * width), output_scale, whiten_bias_epochs)

@@ -33,7 +33,7 @@ def evaluate_experiment(params: Params, name: str, layout: Layout) -> EvaluateSt
         _, test_split, normalize = spec.inputs_on(prepared, device)
         model = model.to(device)
         evaluation = evaluate(
-            model, test_split, normalize, config.batch_size, prepared.meta.num_classes, flip_tta=config.tta == "flip"
+            model, test_split, normalize, config.batch_size, prepared.meta.num_classes, tta=config.tta
         )
         metrics = test_metrics(
             evaluation,

@@ -18,7 +18,7 @@ from cnnlab.engine.checkpoint import EpochCheckpoint
 from cnnlab.engine.distributed import World
 from cnnlab.engine.loop import EpochRecord, NonFiniteLoss, TrainingHistory, train
 from cnnlab.engine.runtime import Runtime, bf16_is_native, describe_device
-from cnnlab.io import md5sum, replaced_atomically, write_json
+from cnnlab.io import json_digest, md5sum, replaced_atomically, write_json
 from cnnlab.paths import Layout
 from cnnlab.pipeline.artifacts import CHECKPOINT, TRAIN_INFO
 from cnnlab.tracking.client import (
@@ -77,12 +77,15 @@ def train_tracked(
     the run id go to MLflow and the caller, never into the outputs: DVC caches those by content. With several
     processes (`world`), rank 0 alone logs and writes; the others return what they trained, unsaved.
     """
-    checkpoint = EpochCheckpoint(layout.resume_file(run.name), run.fingerprint, every_seconds=checkpoint_every_s)
+    # The device type is part of the key: a state saved on the CPU is not continued on CUDA, or back.
+    key = json_digest({"run": run.fingerprint, "device": runtime.device.type})
+    checkpoint = EpochCheckpoint(layout.resume_file(run.name), key, every_seconds=checkpoint_every_s)
     resumed = checkpoint.saved
     # A resumed stage continues the run its state is keyed with.
     checkpoint.extra["run_key"] = resumed["extra"]["run_key"] if resumed else new_run_key()
+    checkpoint.extra["device"] = runtime.device.type
     if world.is_main:
-        _say_how(run, runtime, world, resumed, checkpoint.path)
+        _say_how(run, runtime, world, resumed, checkpoint)
     tracker = (
         open_run(run.study, run.name, run_key=checkpoint.extra["run_key"], logs_model=run.logs_model)
         if world.is_main
@@ -136,11 +139,21 @@ def train_tracked(
     return TrainStageResult(info, result.train_seconds, result.images_per_second, tracker.run_id, model_md5)
 
 
-def _say_how(run: StageRun, runtime: Runtime, world: World, resumed: dict[str, Any] | None, state: Path) -> None:
+def _say_how(
+    run: StageRun, runtime: Runtime, world: World, resumed: dict[str, Any] | None, checkpoint: EpochCheckpoint
+) -> None:
     if resumed:
-        print(f"{run.name}: resuming after epoch {len(resumed['history'])} from {state}")
-    if world.size > 1:
-        print(f"{run.name}: training as {world.size} processes ({world.backend})")
+        print(f"{run.name}: resuming after epoch {len(resumed['history'])} from {checkpoint.path}")
+    elif checkpoint.other_run is not None:
+        saved_on = checkpoint.other_run.get("device")
+        why = (
+            f"it was saved on {saved_on}, this run is on {runtime.device.type}"
+            if saved_on and saved_on != runtime.device.type
+            else "it was saved with other settings or data"
+        )
+        print(f"{run.name}: not resuming from {checkpoint.path}: {why}; training from the first epoch")
+    if world.backend:
+        print(f"{run.name}: training as {world.size} process{'es' if world.size > 1 else ''} ({world.backend})")
     if runtime.precision == "bf16" and not bf16_is_native(runtime.device):
         print(
             f"cnnlab: warning: {run.name} trains in bf16, which {describe_device(runtime.device)} only emulates "

@@ -3,7 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from cnnlab.data.augment import random_crop, random_flip
+from cnnlab.config.experiments import AugmentConfig
+from cnnlab.data.augment import alternating_flips, augment, random_crop, random_flip
 
 
 def test_random_crop_is_a_window_of_the_zero_padded_image():
@@ -26,3 +27,25 @@ def test_random_flip_mirrors_about_half_the_images():
     kept = [torch.equal(f, i) for f, i in zip(flipped, images)]
     assert all(m or k for m, k in zip(mirrored, kept))
     assert 150 < sum(mirrored) < 250
+
+
+def test_a_reflected_crop_is_a_window_of_the_reflect_padded_image():
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    cropped = random_crop(images, 2, torch.Generator().manual_seed(0), "reflect")
+    generator = torch.Generator().manual_seed(0)
+    top, left = torch.randint(0, 5, (16, 1), generator=generator), torch.randint(0, 5, (16, 1), generator=generator)
+    padded = F.pad(images.float(), (2, 2, 2, 2), mode="reflect").to(torch.uint8)
+    for i in range(16):
+        assert torch.equal(cropped[i], padded[i, :, top[i, 0] : top[i, 0] + 8, left[i, 0] : left[i, 0] + 8])
+
+
+def test_an_alternating_flip_shows_every_image_both_ways_one_epoch_after_the_other():
+    flips = alternating_flips(1000, seed=7, device=torch.device("cpu"))
+    assert torch.equal(flips, alternating_flips(1000, seed=7, device=torch.device("cpu"))), "seeded"
+    assert 400 < int(flips.sum()) < 600
+    images = torch.arange(4 * 2, dtype=torch.uint8).view(4, 1, 1, 2)
+    odd = augment(images, AugmentConfig(flip="alternate"), torch.Generator(), flips[:4])
+    even = augment(images, AugmentConfig(flip="alternate"), torch.Generator(), ~flips[:4])
+    for image, once, twice, flipped in zip(images, odd, even, flips[:4]):
+        assert torch.equal(once, image.flip(2) if flipped else image)
+        assert torch.equal(twice, image if flipped else image.flip(2))

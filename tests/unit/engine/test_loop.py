@@ -114,3 +114,6 @@ def test_a_batchnorm_model_as_several_cpu_processes_is_refused_before_it_trains(
     with pytest.raises(ConfigError, match=r"^this model has BatchNorm, whose statistics several processes share "
                                           r"only on GPUs \(torch's SyncBatchNorm\); unset CNNLAB_NPROC"):
         loop.train(model, data, normalize, TrainConfig(), world=World(rank=0, size=2, backend="gloo"), progress=False)
+    # One CPU process in a process group normalises its whole batch itself: nothing to refuse. (No DDP here:
+    # `_synchronised_batchnorm` alone, as no process group is joined in this test.)
+    assert loop._synchronised_batchnorm(model, CPU, World(rank=0, size=1, backend="gloo")) is model

@@ -70,5 +70,29 @@ def test_flip_tta_averages_each_image_with_its_mirror_image():
     normalize = cifar_normalizer()
     plain = predict(model, data.inputs, normalize, 4)
     mirrored = predict(model, data.inputs.flip(-1), normalize, 4)
-    both = predict(model, data.inputs, normalize, 4, flip_tta=True)
+    both = predict(model, data.inputs, normalize, 4, tta="flip")
     assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-5) and not torch.allclose(both, plain, atol=1e-3)
+
+
+def test_flip_translate_tta_adds_the_image_shifted_a_pixel_each_way():
+    torch.manual_seed(0)
+    model = build_model("speedrun_net", (3, 32, 32), 10).eval()
+    data = synthetic_cifar(8)
+    normalize = cifar_normalizer()
+    both = predict(model, data.inputs, normalize, 4, tta="flip")
+    padded = torch.nn.functional.pad(normalize(data.inputs), (1, 1, 1, 1), mode="reflect")
+    identity = Normalizer(torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))
+    shifted = [predict(model, padded[..., :32, :32], identity, 4, tta="flip"),
+               predict(model, padded[..., 2:, 2:], identity, 4, tta="flip")]
+    expected = (both + (shifted[0] + shifted[1]) / 2) / 2
+    assert torch.allclose(predict(model, data.inputs, normalize, 4, tta="flip_translate"), expected, atol=1e-5)
+
+
+def test_the_whitening_bias_trains_for_its_first_epochs_only():
+    model = build_model("speedrun_net", (3, 32, 32), 10, whiten_bias_epochs=3)
+    assert model.whiten.bias.requires_grad and not model.whiten.weight.requires_grad
+    model.start_epoch(3)
+    assert model.whiten.bias.requires_grad
+    model.start_epoch(4)
+    assert not model.whiten.bias.requires_grad
+    assert not build_model("speedrun_net", (3, 32, 32), 10).whiten.bias.requires_grad, "by default: never"

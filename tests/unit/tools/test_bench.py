@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -96,3 +98,28 @@ def test_mlflow_costs_a_stage_under_two_seconds():
         print(f"{stage}: {cost['untracked_seconds']:.2f} s untracked, {cost['tracked_seconds']:.2f} s tracked")
     assert set(costs) == {"train@mnist_cnn", "evaluate@mnist_cnn"}
     assert all(cost["mlflow_seconds"] < 2.0 for cost in costs.values()), costs
+
+
+def test_the_bench_runs_without_pydantic_dvc_or_mlflow(tmp_path):
+    """A GPU machine's own Python has torch but not the pipeline's tools: params.yaml is read unvalidated."""
+    code = (
+        "import sys\n"
+        "for absent in ('pydantic', 'dvc', 'mlflow'):\n"
+        "    sys.modules[absent] = None\n"
+        "from cnnlab_tools import bench\n"
+        f"bench.main(['--params', {str(committed_params_file(tmp_path))!r}, '--workloads', 'mnist_fc', "
+        "'--steps-scale', '0.02', '--workers', '0', '--repeats', '1', '--no-pipeline', '--no-tracking', "
+        f"'--epochs', '0', '--out', {str(tmp_path / 'bench')!r}])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads((tmp_path / "bench.json").read_text())["workloads"]
+    assert row["workload"] == "mnist_fc" and row["engine_images_per_second"] > 0
+
+
+def test_peaks_are_measured_for_each_arithmetic_and_a_run_is_held_to_its_own():
+    cpu = torch.device("cpu")
+    peaks = bench.measured_peaks(cpu)
+    assert set(peaks) == {"fp32", "bf16"} and all(flops > 1e8 for flops in peaks.values())
+    assert bench.peak_for("fp32", cpu, peaks) == peaks["fp32"]
+    assert bench.peak_for("fp32", torch.device("cuda"), {"fp32": 1.0, "tf32": 2.0, "bf16": 3.0}) == 2.0
