@@ -16,6 +16,9 @@ def main() -> None:
     args = parser.parse_args()
 
     metrics = evaluate_head(load_params(args.params), args.transfer, Layout()).metrics
+    if "diverged" in metrics:
+        print(f"{args.transfer}: not evaluated, its training diverged ({metrics['diverged']})")
+        return
     print(f"{args.transfer}: test accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}")
 
 

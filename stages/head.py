@@ -3,7 +3,7 @@
 import argparse
 
 from cnnlab.config.params import load_params
-from cnnlab.errors import exits_cleanly
+from cnnlab.errors import exits_cleanly, warn
 from cnnlab.paths import Layout
 from cnnlab.pipeline.head import train_head
 
@@ -16,6 +16,12 @@ def main() -> None:
     args = parser.parse_args()
 
     trained = train_head(load_params(args.params), args.transfer, Layout())
+    if trained.diverged:
+        warn(
+            f"{args.transfer}: {trained.diverged}; stopped early, no model written, marked diverged for "
+            "evaluate_head and MLflow; lower head.train.optimizer.lr and run it again"
+        )
+        return
     info = trained.info
     print(
         f"{args.transfer}: head trained ({info['mode']}) on {info['device']} in {trained.train_seconds:.2f} s, "

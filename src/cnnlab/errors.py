@@ -43,3 +43,8 @@ def exits_cleanly(main: F) -> F:
             raise SystemExit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def warn(message: str) -> None:
+    """One line on stderr for something the user should know that does not stop the stage."""
+    print(f"cnnlab: warning: {message}", file=sys.stderr)

@@ -107,3 +107,22 @@ def scatter_png(points: list[tuple[str, float, float]], title: str, x_label: str
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     _save(figure, path)
+
+
+def seeds_png(groups: list[tuple[str, list[float], tuple[float, float] | None]], title: str, path: Path) -> None:
+    """Per (label, accuracies, interval of their mean): each accuracy a point, the mean a bar across them and
+    the interval a vertical line (none from one seed)."""
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.2 * len(groups) + 1), 4.5))
+    for position, (_, values, interval) in enumerate(groups):
+        shown = [100 * v for v in values]
+        offsets = torch.linspace(-0.1, 0.1, len(shown)) if len(shown) > 1 else torch.zeros(1)
+        axes.scatter((position + offsets).tolist(), shown, s=18, alpha=0.7)
+        mean = sum(shown) / len(shown)
+        axes.hlines(mean, position - 0.2, position + 0.2, colors="black")
+        if interval is not None:
+            axes.vlines(position + 0.25, 100 * interval[0], 100 * interval[1], colors="black", linewidth=2)
+    axes.set_xticks(range(len(groups)), [label for label, _, _ in groups], rotation=20, ha="right", fontsize=8)
+    axes.set_ylabel("test accuracy (%)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, axis="y", alpha=0.3)
+    _save(figure, path)

@@ -49,7 +49,8 @@ def set_in(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def smoke_profile(params: dict[str, Any], image_folder: Path | None = None) -> dict[str, Any]:
-    """Edit raw params in place: synthetic MNIST and CIFAR-10, a smaller spiral, 1-2 epochs, small image grids.
+    """Edit raw params in place: synthetic MNIST and CIFAR-10, a smaller spiral, 1-2 epochs, small image grids,
+    one seed per experiment (no `replicates:`; a test that needs seeds adds its own).
 
     The cats-vs-dogs folder becomes `image_folder` (see `write_image_folder`) with small crops, and
     ImageNet weights random ones (none can be had offline); without a folder, catsdogs and its
@@ -61,6 +62,7 @@ def smoke_profile(params: dict[str, Any], image_folder: Path | None = None) -> d
     set_in(params, "datasets.mnist.acquire.synthetic", dict(SMOKE_MNIST))
     set_in(params, "datasets.cifar10.acquire.synthetic", dict(SMOKE_CIFAR10))
     set_in(params, "datasets.spiral.acquire.points_per_class", 300)
+    params["replicates"] = {}
     for name, experiment in params["experiments"].items():
         if experiment["evaluate"].get("grid_images"):
             experiment["evaluate"]["grid_images"] = SMOKE_GRID_IMAGES
@@ -155,6 +157,9 @@ def copy_project(source: Path, root: Path, edit: Callable[[dict[str, Any]], Any]
     params = committed_params(source)
     if edit is not None:
         edit(params)
+    if params.get("replicates"):  # seeds of experiments the edit removed go with them
+        experiments = params.get("experiments") or {}
+        params["replicates"] = {key: r for key, r in params["replicates"].items() if r["experiment"] in experiments}
     (root / PARAMS).write_text(yaml.safe_dump(params, sort_keys=False))
     git(["init", "-q"], root)
     git(["add", "-A"], root)

@@ -36,6 +36,8 @@ NOT_RESULTS = {
     # Its methods take values and return nothing, and cnnlab.tracking imports no code that computes outputs
     # (an import-linter contract in pyproject.toml): a run's MLflow record, never the files DVC caches.
     "cnnlab.tracking.client": "records runs in MLflow",
+    # Reads params.yaml and git for the tags that group a sweep's runs in MLflow.
+    "cnnlab.tracking.sweeps": "tags a sweep's runs in MLflow",
     # Draws on the terminal.
     "cnnlab.engine.progress": "draws the progress bar",
 }
@@ -178,6 +180,22 @@ def check(root: Path) -> list[Mismatch]:
     return mismatches
 
 
+def _grouped(mismatches: list[Mismatch]) -> list[tuple[str, str, str]]:
+    """(stages, file, "missing" or "extra"), one line per file and template: `train@a, train@b` of a foreach
+    missing the same file read `train (2 entries: train@a, train@b)`."""
+    by_problem: dict[tuple[str, str, str], list[str]] = {}
+    for mismatch in mismatches:
+        template = mismatch.stage.split("@", 1)[0]
+        for problem, files in (("missing", mismatch.missing), ("extra", mismatch.extra)):
+            for file in files:
+                by_problem.setdefault((template, file, problem), []).append(mismatch.stage)
+    lines = []
+    for (template, file, problem), names in by_problem.items():
+        named = names[0] if len(names) == 1 else f"{template} ({len(names)} entries: {', '.join(names)})"
+        lines.append((named, file, problem))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--show", action="store_true", help="print the code deps each stage needs")
@@ -188,11 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}:\n" + "".join(f"  - {file}\n" for file in sorted(files)))
         return 0
     mismatches = check(root)
-    for mismatch in mismatches:
-        for file in mismatch.missing:
-            print(f"dvc.yaml: stage {mismatch.stage} runs {file}; add it to the stage's deps")
-        for file in mismatch.extra:
-            print(f"dvc.yaml: stage {mismatch.stage} lists {file}, which none of its entries imports; remove it")
+    for stages_named, file, problem in _grouped(mismatches):
+        if problem == "missing":
+            print(f"dvc.yaml: stage {stages_named} runs {file}; add it to the stage's deps")
+        else:
+            print(f"dvc.yaml: stage {stages_named} lists {file}, which none of its entries imports; remove it")
     if not mismatches:
         print("dvc.yaml: every stage depends on exactly the code it runs")
     return 1 if mismatches else 0

@@ -1,5 +1,5 @@
-"""Queued DVC experiments, two at a time: each gets its MLflow run, linked to its experiment, and the
-workspace stays as it was."""
+"""A sweep in DVC's own syntax, queued and run two at a time: each value gets its experiment and MLflow run,
+all tagged with one sweep id and grouped by `make exps`, and the workspace stays as it was."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import time
 
 import pytest
 
+from cnnlab.tracking.sweeps import sweep_id
 from conftest import copy_project, run, run_env, smoke_profile
 
-LEARNING_RATES = {"lr-low": 0.005, "lr-mid": 0.01, "lr-high": 0.05}
+LR_KEY = "experiments.mnist_fc.train.optimizer.lr"
+LEARNING_RATES = (0.005, 0.02, 0.05)  # none is the baseline's 0.01: a run at the baseline's value is the baseline
 
 
 def queue_is_busy(status: str) -> bool:
@@ -29,9 +31,9 @@ def queued(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run(["git", "commit", "-qm", "prepared mnist"], root, env)
     params_before = (root / "params.yaml").read_text()
     baseline = run(["git", "rev-parse", "HEAD"], root, env).stdout.strip()
-    for name, lr in LEARNING_RATES.items():
-        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"experiments.mnist_fc.train.optimizer.lr={lr}",
-             "evaluate@mnist_fc"], root, env)
+    # The README's sweep: one command queues an experiment per value (Hydra's sweep syntax, which DVC speaks).
+    sweep = f"{LR_KEY}={','.join(map(str, LEARNING_RATES))}"
+    run(["dvc", "exp", "run", "--queue", "-S", sweep, "evaluate@mnist_fc"], root, env)
     # Started, not waited for: the queue's workers run on as daemons, holding whatever output they were given.
     subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=root, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -41,27 +43,31 @@ def queued(tmp_path_factory: pytest.TempPathFactory) -> dict:
         time.sleep(5)  # each `dvc queue status` costs a CPU-second the experiments could use
         status = run(["dvc", "queue", "status"], root, env).stdout
     run(["dvc", "queue", "stop"], root, env)  # a worker that missed its own idle shutdown (it happens) goes too
-    view = run([sys.executable, "-m", "cnnlab_tools.experiments"], root, env).stdout  # `make exps`
+    view = run([sys.executable, "-m", "cnnlab_tools.experiments", "--plots", str(root.parent / "sweeps")], root, env).stdout
     return {"root": root, "env": env, "status": status, "baseline": baseline, "params_before": params_before,
             "view": view}
 
 
 def test_every_queued_experiment_succeeds(queued):
     assert not queue_is_busy(queued["status"]), queued["status"]
-    for name in LEARNING_RATES:
-        assert any(name in line and line.rstrip().endswith("Success") for line in queued["status"].splitlines()), (
-            name, queued["status"])
+    finished = [line for line in queued["status"].splitlines() if line.rstrip().endswith("Success")]
+    assert len(finished) == len(LEARNING_RATES), queued["status"]
 
 
-def test_the_view_shows_each_experiments_changed_param_and_accuracy_a_line_each(queued):
+def test_make_exps_shows_each_value_a_line_and_groups_the_sweep_by_value(queued):
     lines = queued["view"].splitlines()
     assert lines[0] == "workspace"
-    for name, lr in LEARNING_RATES.items():
-        (header,) = [i for i, line in enumerate(lines) if line.startswith(f"{name} ")]
-        changed = "" if lr == 0.01 else f"  experiments.mnist_fc.train.optimizer.lr={lr}"  # 0.01: the workspace's
-        assert lines[header].endswith(f"Success{changed}"), lines[header]
+    for lr in LEARNING_RATES:
+        (header,) = [i for i, line in enumerate(lines) if line.endswith(f"Success  {LR_KEY}={lr}")]
         assert re.fullmatch(r"    mnist_fc +test accuracy +\d+\.\d\d%", lines[header + 1]), lines[header + 1]
+    (start,) = [i for i, line in enumerate(lines) if line.startswith("sweep ")]
+    sweep = sweep_id(queued["baseline"], [LR_KEY])
+    assert lines[start].startswith(f"sweep {sweep}: 3 runs from ")
+    assert lines[start].endswith(f"{queued['baseline'][:7]} over {LR_KEY}"), lines[start]
+    values = [line.split()[0] for line in lines[start + 1 :] if line.startswith("  lr=")]
+    assert values == [f"lr={lr}" for lr in LEARNING_RATES], "ordered by the swept value"
     assert max(len(line) for line in lines) < 100, "fits a terminal"
+    assert (queued["root"].parent / "sweeps" / f"sweep-{sweep}.png").stat().st_size > 1000
 
 
 def test_the_workspace_is_left_as_it_was(queued):
@@ -71,21 +77,26 @@ def test_the_workspace_is_left_as_it_was(queued):
     assert not (root / "models" / "mnist_fc").exists(), "results live in the experiments until `dvc exp apply`"
 
 
-def test_one_mlflow_run_per_experiment_tagged_with_its_name_and_baseline(queued):
+def test_one_mlflow_run_per_value_all_tagged_with_the_sweep(queued):
     from mlflow import MlflowClient
 
     root = queued["root"]
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     study = client.get_experiment_by_name("mnist")
     runs = client.search_runs([study.experiment_id], "attributes.run_name = 'mnist_fc'")
-    by_experiment = {r.data.tags.get("dvc.exp_name"): r for r in runs}
-    assert len(runs) == 3 and set(by_experiment) == set(LEARNING_RATES), "one run each, none lost"
-    for name, found in by_experiment.items():
+    by_lr = {float(r.data.params["train.optimizer.lr"]): r for r in runs}
+    assert len(runs) == 3 and set(by_lr) == set(LEARNING_RATES), "one run per value, none lost"
+    assert len({r.data.tags["dvc.exp_name"] for r in runs}) == 3
+    (sweep,) = {r.data.tags["cnnlab.sweep"] for r in runs}
+    assert sweep == sweep_id(queued["baseline"], [LR_KEY]), "the id `make exps` shows"
+    tagged = client.search_runs([study.experiment_id], f"tags.`cnnlab.sweep` = '{sweep}'")
+    assert len(tagged) == 3, "MLflow's search finds the whole sweep by its tag"
+    for lr, found in by_lr.items():
+        assert found.data.tags["cnnlab.swept"] == f"{LR_KEY}={lr}"
         assert found.info.status == "FINISHED"
         assert found.data.tags["dvc.exp_baseline_rev"] == queued["baseline"]
         assert found.data.tags["git.commit"] == queued["baseline"], "the code's commit, not DVC's temporary one"
         assert found.data.tags["git.dirty"] == "false", "only params.yaml differs from the baseline"
-        assert float(found.data.params["train.optimizer.lr"]) == LEARNING_RATES[name]
         assert found.data.tags["dvc.evaluate_stage"] == "evaluate@mnist_fc", "evaluation continued the same run"
         assert "test_accuracy" in found.data.metrics
     assert len({r.data.tags["dvc.params_hash"] for r in runs}) == 3

@@ -16,6 +16,7 @@ import yaml
 
 from cnnlab.config.datasets import DatasetConfig, parse_dataset
 from cnnlab.config.experiments import ExperimentConfig
+from cnnlab.config.replicates import ReplicateConfig
 from cnnlab.config.report import ReportConfig
 from cnnlab.config.runtime import RuntimeConfig
 from cnnlab.config.transfer import TORCHVISION_BACKBONE_SOURCE, TransferConfig
@@ -23,7 +24,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.schema import parse_dataclass
 
 PARAMS_FILE = "params.yaml"
-TOP_LEVEL_KEYS = ("datasets", "experiments", "report", "runtime", "transfer")
+TOP_LEVEL_KEYS = ("datasets", "experiments", "replicates", "report", "runtime", "transfer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,23 @@ class Params:
     report: ReportConfig
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     transfer: dict[str, TransferConfig] = field(default_factory=dict)
+    replicates: dict[str, ReplicateConfig] = field(default_factory=dict)
+
+    def check_replicate(self, key: str, experiment: str) -> ReplicateConfig:
+        """Replicate `key`, which must be one of `experiment`'s."""
+        if key not in self.replicates:
+            known = ", ".join(self.replicates) or "none"
+            raise ConfigError(f"replicate {key!r} is not in {PARAMS_FILE}'s replicates: (known: {known})")
+        replicate = self.replicates[key]
+        if replicate.experiment != experiment:
+            raise ConfigError(f"replicate {key!r} is a seed of {replicate.experiment}, not of {experiment}")
+        return replicate
+
+    def seeds(self, experiment: str) -> dict[str, int]:
+        """Every run of `experiment` (its own, named as it is, and its replicates) and its seed."""
+        runs = {experiment: self.experiment(experiment).train.seed}
+        runs |= {key: r.seed for key, r in self.replicates.items() if r.experiment == experiment}
+        return runs
 
     def transfer_experiment(self, name: str) -> TransferConfig:
         if name not in self.transfer:
@@ -80,6 +98,13 @@ def parse_params(raw: Any) -> Params:
     transfer = {name: parse_dataclass(TransferConfig, data, f"transfer.{name}") for name, data in transfer_raw.items()}
     for name, config in transfer.items():
         _check_transfer(name, config, datasets, experiments)
+    replicates_raw = raw.get("replicates") or {}
+    if not isinstance(replicates_raw, dict):
+        raise ConfigError("replicates must be a mapping of name -> {experiment, dataset, seed}")
+    replicates = {
+        key: parse_dataclass(ReplicateConfig, data, f"replicates.{key}") for key, data in replicates_raw.items()
+    }
+    _check_replicates(replicates, experiments, transfer)
     report = parse_dataclass(ReportConfig, raw.get("report"), "report")
     runs = [*experiments, *transfer]
     for i, comparison in enumerate(report.comparisons):
@@ -87,7 +112,43 @@ def parse_params(raw: Any) -> Params:
             if side not in runs:
                 raise ConfigError(f"report.comparisons[{i}]: unknown experiment {side!r}; use one of {', '.join(runs)}")
     runtime = parse_dataclass(RuntimeConfig, raw.get("runtime"), "runtime")
-    return Params(datasets=datasets, experiments=experiments, report=report, runtime=runtime, transfer=transfer)
+    return Params(
+        datasets=datasets,
+        experiments=experiments,
+        report=report,
+        runtime=runtime,
+        transfer=transfer,
+        replicates=replicates,
+    )
+
+
+def _check_replicates(
+    replicates: dict[str, ReplicateConfig],
+    experiments: dict[str, ExperimentConfig],
+    transfer: dict[str, TransferConfig],
+) -> None:
+    """Each replicate names an experiment and its dataset, a seed no other run of it has, and a name of its own."""
+    seen = {name: {config.train.seed} for name, config in experiments.items()}
+    for key, replicate in replicates.items():
+        where = f"replicates.{key}"
+        if key in experiments or key in transfer:
+            raise ConfigError(f"{where}: {key!r} is also an experiment; both would write models/{key}, rename one")
+        if replicate.experiment not in experiments:
+            raise ConfigError(
+                f"{where}.experiment: unknown experiment {replicate.experiment!r}; use one of {', '.join(experiments)}"
+            )
+        dataset = experiments[replicate.experiment].dataset
+        if replicate.dataset != dataset:
+            raise ConfigError(
+                f"{where}.dataset: {replicate.dataset!r} is not {replicate.experiment}'s dataset; "
+                f"set {dataset} (dvc.yaml tracks the data through it)"
+            )
+        if replicate.seed in seen[replicate.experiment]:
+            raise ConfigError(
+                f"{where}.seed: {replicate.experiment} already has a run with seed {replicate.seed}; "
+                "give each replicate a seed of its own"
+            )
+        seen[replicate.experiment].add(replicate.seed)
 
 
 def _check_transfer(

@@ -1,8 +1,8 @@
-"""`report:`: the course's questions, each answered from two experiments' test accuracy."""
+"""`report:`: the course's questions, each answered from two experiments' test accuracies (all their seeds)."""
 
 from __future__ import annotations
 
-from cnnlab.schema import NonNegativeFloat, section
+from cnnlab.schema import Fraction, section
 
 
 @section
@@ -14,5 +14,6 @@ class Comparison:
 
 @section
 class ReportConfig:
-    tolerance_points: NonNegativeFloat = 1.0  # accuracy gaps below this many points count as "about the same"
+    # A difference is reported as significant when Welch's t-test gives a p-value below this (two-sided).
+    significance: Fraction = 0.05
     comparisons: tuple[Comparison, ...] = ()

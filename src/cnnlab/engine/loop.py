@@ -23,6 +23,7 @@ from cnnlab.data.augment import alternating_flips, augment
 from cnnlab.data.loader import DeviceSplit, Normalizer, batch_indices
 from cnnlab.engine.checkpoint import EpochCheckpoint, restore_rng_states, rng_states
 from cnnlab.engine.distributed import World, max_across, sum_across
+from cnnlab.engine.divergence import Divergence, DivergenceWatch
 from cnnlab.engine.optim import make_optimizer, make_scheduler
 from cnnlab.engine.progress import Progress
 from cnnlab.engine.runtime import Runtime, configure_backends, intended_sync, synchronize
@@ -58,6 +59,14 @@ class TrainingHistory:
         ]
 
 
+class Diverged(CnnlabError):
+    """Training stopped early: the run diverged (engine.divergence says when), after `history`'s epochs."""
+
+    def __init__(self, divergence: Divergence, history: list[EpochRecord]) -> None:
+        super().__init__(divergence.describe())
+        self.divergence, self.history = divergence, history
+
+
 @runtime_checkable
 class FitsToData(Protocol):
     """A model with a data-dependent initialisation (models/speedrun.py's whitening layer)."""
@@ -72,10 +81,6 @@ class StartsEpochs(Protocol):
     def start_epoch(self, epoch: int) -> None: ...
 
 
-class NonFiniteLoss(CnnlabError):
-    """The training loss became NaN or infinite: training stops at once instead of running on garbage."""
-
-
 @dataclass
 class _Run:
     """What a training run carries from step to step and saves between epochs."""
@@ -87,6 +92,7 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR | None
     generator: torch.Generator  # shuffling, and augmentation in a single process
     steps_per_epoch: int
+    watch: DivergenceWatch
     history: list[EpochRecord] = field(default_factory=list)
     flips: torch.Tensor | None = None  # an alternating flip's choice of images to mirror in odd epochs
     lookahead: Lookahead | None = None
@@ -99,6 +105,7 @@ class _Run:
             "rng": rng_states(self.inputs.device, self.generator),
             "history": [asdict(r) for r in self.history],
             "lookahead": self.lookahead.average if self.lookahead is not None else None,
+            "divergence_watch": self.watch.state(),
         }
 
 
@@ -160,8 +167,8 @@ def train(
                     checkpoint.save(run.state())
             if on_epoch is not None and world.is_main:
                 on_epoch(record)
-    except NonFiniteLoss:
-        bar.end_epoch()  # the bar's line ends before the error is printed
+    except Diverged:
+        bar.end_epoch()  # the bar's line ends before the caller says why
         raise
     finally:
         bar.close()
@@ -194,7 +201,7 @@ def _start(
     steps_per_epoch = _steps_per_epoch(data, config)
     scheduler = make_scheduler(optimizer, config.schedule, config.epochs * steps_per_epoch)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    run = _Run(model, model, inputs, optimizer, scheduler, generator, steps_per_epoch)
+    run = _Run(model, model, inputs, optimizer, scheduler, generator, steps_per_epoch, DivergenceWatch(device))
     if config.augment.flip == "alternate":
         run.flips = alternating_flips(len(data), _derived_seed(config.seed, "flips"), device)
     if checkpoint is not None and checkpoint.saved is not None:
@@ -205,6 +212,8 @@ def _start(
             scheduler.load_state_dict(state["scheduler"])
         restore_rng_states(state["rng"], device, generator)
         run.history = [EpochRecord(**row) for row in state["history"]]
+        if "divergence_watch" in state:  # absent from states saved before the watch existed
+            run.watch.restore(state["divergence_watch"])
     elif isinstance(model, FitsToData):  # fresh runs only: a resumed one restores what the fit set
         with intended_sync(device):  # an eigendecomposition, once
             model.fit_to_data(normalize(inputs[:DATA_INIT_IMAGES]))
@@ -236,7 +245,6 @@ def _train_epoch(
     bar.start_epoch(epoch)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    first_nonfinite = torch.full((), -1, dtype=torch.long, device=device)  # a step index, read ~once a second
     seen = 0
     augment_generator = run.generator if world.size == 1 else _rank_generator(config.seed, epoch, world, device)
     flipped_this_epoch = None if run.flips is None else run.flips ^ (epoch % 2 == 0)
@@ -251,24 +259,27 @@ def _train_epoch(
         loss, outputs = _step(
             run, run.inputs[index], targets, share, normalize, config, runtime, augment_generator, flips
         )
+        run_step = (epoch - 1) * run.steps_per_epoch + step
         if run.lookahead is not None:
-            run.lookahead.after_step((epoch - 1) * run.steps_per_epoch + step)
+            run.lookahead.after_step(run_step)
         loss_sum += loss * len(index)
         correct += (outputs.argmax(dim=1) == targets).sum()
-        first_nonfinite = torch.where((first_nonfinite < 0) & ~torch.isfinite(loss), step, first_nonfinite)
+        run.watch.observe(loss, run_step)
         seen += len(index)
         bar.step(len(whole))
         if time.perf_counter() - last_shown > POSTFIX_EVERY_SECONDS:
             last_shown = time.perf_counter()
+            if runtime.cores is not None:  # another stage may have started or ended
+                runtime.cores.rebalance()
             with intended_sync(device):
-                _stop_if_nonfinite(first_nonfinite, epoch, config)
+                _stop_if_diverged(run, run.watch.tripped_at)
                 if bar.enabled:  # this rank's loss and accuracy; the rate of all ranks (they keep the same pace)
                     bar.show(loss_sum.item() / seen, correct.item() / seen, seen * world.size / (last_shown - started))
     with intended_sync(device):
         loss_sum, correct = sum_across(world, loss_sum, correct)
-        first_nonfinite = max_across(world, first_nonfinite)  # every rank stops at the same epoch
+        tripped_at = max_across(world, run.watch.tripped_at)  # every rank stops at the same epoch
         synchronize(device)
-        _stop_if_nonfinite(first_nonfinite, epoch, config)
+        _stop_if_diverged(run, tripped_at)
         seconds = time.perf_counter() - started
         record = EpochRecord(
             epoch, loss_sum.item() / len(data), correct.item() / len(data), len(data) / seconds, seconds
@@ -340,11 +351,7 @@ def _derived_seed(seed: int, purpose: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def _stop_if_nonfinite(first_nonfinite: torch.Tensor, epoch: int, config: TrainConfig) -> None:
-    step = int(first_nonfinite.item())
-    if step >= 0:
-        raise NonFiniteLoss(
-            f"the training loss became NaN or infinite at epoch {epoch}, step {step}; likely cause: "
-            f"a learning rate too high for this model (train.optimizer.lr is {config.optimizer.lr:g}), "
-            f"or non-finite values in the inputs; lower the rate or check the data"
-        )
+def _stop_if_diverged(run: _Run, tripped_at: torch.Tensor) -> None:
+    divergence = run.watch.divergence(tripped_at, run.steps_per_epoch)
+    if divergence is not None:
+        raise Diverged(divergence, list(run.history))

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.config.runtime import RuntimeConfig
+from cnnlab.engine.cores import CoreShare, share_cores
 from cnnlab.errors import ConfigError
 
 DEVICE_ENV = "CNNLAB_DEVICE"
@@ -92,6 +93,7 @@ class Runtime:
     channels_last: bool
     compile: bool = False
     deterministic: bool = False
+    cores: CoreShare | None = None  # this process's share of the CPU's cores, with other cnnlab stages
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.precision == "fp32":
@@ -107,7 +109,7 @@ def resolve_runtime(config: RuntimeConfig, device: torch.device, precision: str)
             "train.precision to fp32"
         )
     channels_last = True if config.channels_last == "auto" else bool(config.channels_last)
-    return Runtime(device, precision, channels_last, config.compile, config.deterministic)
+    return Runtime(device, precision, channels_last, config.compile, config.deterministic, share_cores(device))
 
 
 def configure_backends(runtime: Runtime) -> None:

@@ -71,6 +71,13 @@ def load_trained(layout: Layout, name: str) -> tuple[ModelSpec, nn.Module, dict[
     return spec, model, read_json(model_dir / TRAIN_INFO)
 
 
+def diverged_info(layout: Layout, name: str) -> dict[str, Any] | None:
+    """models/NAME's train.json if its training diverged (then it holds no model file), else None."""
+    info_file = layout.model_dir(name) / TRAIN_INFO
+    info = read_json(info_file) if info_file.is_file() else {}
+    return info if "diverged" in info else None
+
+
 def dataset_record(prepared_dir: Path, meta: DatasetMeta) -> DatasetRecord:
     """The prepared data as MLflow will show it: generated stand-ins are named so, and the source is the
     DVC output's path in the project (a queued experiment runs in a temporary copy of it)."""

@@ -13,27 +13,31 @@ from cnnlab.config.params import Params
 from cnnlab.data.loader import make_normalizer, to_device
 from cnnlab.data.prepared import load_prepared
 from cnnlab.data.tensorfiles import load_tensor_file
+from cnnlab.engine.cores import cores_shared
 from cnnlab.engine.evaluation import evaluate, latency_ms
 from cnnlab.engine.runtime import select_device
 from cnnlab.io import md5sum, read_json
 from cnnlab.models.complexity import count_macs
 from cnnlab.paths import Layout
-from cnnlab.pipeline.artifacts import CHECKPOINT, TRAIN_INFO
+from cnnlab.pipeline.artifacts import CHECKPOINT, TRAIN_INFO, diverged_info
 from cnnlab.pipeline.backbones import TransferModel, backbone_architecture, load_record, new_head
-from cnnlab.pipeline.evaluation import EvaluateStageResult, publish_evaluation, test_metrics
+from cnnlab.pipeline.evaluation import EvaluateStageResult, diverged_evaluation, publish_evaluation, test_metrics
 from cnnlab.tracking.client import open_run
 
 
 def evaluate_head(params: Params, name: str, layout: Layout) -> EvaluateStageResult:
     config = params.transfer_experiment(name)
+    if (diverged := diverged_info(layout, name)) is not None:
+        facts = {"study": config.study, "dataset": config.dataset, "model": f"{config.backbone.name} + new head"}
+        return diverged_evaluation(layout, name, diverged, **facts)
     record = load_record(layout, name)
     prepared = load_prepared(layout.prepared(config.dataset))
     saved = load_tensor_file(layout.model_dir(name) / CHECKPOINT, f"dvc repro head@{name}")
     train_info = read_json(layout.model_dir(name) / TRAIN_INFO)
     model_md5 = md5sum(layout.model_dir(name) / CHECKPOINT)
+    device = select_device()
     # Opened first: the tracking worker starts MLflow while this process evaluates.
-    with open_run(config.study, run_name=name, model_md5=model_md5) as tracker:
-        device = select_device()
+    with open_run(config.study, run_name=name, model_md5=model_md5) as tracker, cores_shared(device):
         head = new_head(record.feature_dim, prepared.meta.num_classes, 0.0)
         if saved["finetuned"]:
             model: nn.Module = TransferModel(

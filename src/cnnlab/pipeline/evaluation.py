@@ -59,6 +59,24 @@ def test_metrics(
     }
 
 
+def diverged_evaluation(layout: Layout, name: str, train_info: dict[str, Any], **facts: Any) -> EvaluateStageResult:
+    """The evaluation of a run whose training diverged (train.json says why; no model was written): metrics
+    that say so and hold no accuracy, so that no table or plot can mistake it for a result, an empty
+    confusion record and an empty figures directory (DVC's declared outputs). Nothing goes to MLflow: the
+    training's run is marked already."""
+    with replaced_atomically(layout.figures(name)) as tmp_figures:
+        tmp_figures.mkdir(parents=True)
+    no_records: list[dict[str, str]] = []
+    write_json(layout.confusion_records(name), no_records)
+    metrics: dict[str, Any] = {
+        "diverged": train_info["diverged"]["reason"],
+        **{key: train_info[key] for key in ("param_count", "device", "precision", "epochs") if key in train_info},
+        **facts,
+    }
+    write_json(layout.metrics(name), metrics)
+    return EvaluateStageResult(metrics, {}, None)
+
+
 def publish_evaluation(
     tracker: Tracker,
     layout: Layout,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from cnnlab.config.params import Params
+from cnnlab.config.replicates import group_digest
 from cnnlab.data.loader import Normalizer
 from cnnlab.data.prepared import PreparedData, load_prepared
 from cnnlab.engine.distributed import World
@@ -24,10 +26,20 @@ from cnnlab.serving import CLASSIFIER_FILE, classifier_state, pip_requirements
 from cnnlab.tracking.client import NullTracker, Tracker, registered_model_name
 
 
-def train_experiment(params: Params, name: str, layout: Layout, world: World = World()) -> TrainStageResult:
+def train_experiment(
+    params: Params, name: str, layout: Layout, world: World = World(), replicate: str | None = None
+) -> TrainStageResult:
+    """Train experiment `name`, or with `replicate` its replicate of that name (another seed), into
+    models/<the run's name>."""
     config = params.experiment(name)
+    run_name = replicate or name
+    if replicate is not None:
+        seed = params.check_replicate(replicate, name).seed
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
     check_model_args(config.model, config.model_args, f"experiments.{name}")
-    check_writable(layout.model_dir(name).parent, layout.history(name).parent, layout.resume_file(name).parent)
+    check_writable(
+        layout.model_dir(run_name).parent, layout.history(run_name).parent, layout.resume_file(run_name).parent
+    )
     prepared_dir = layout.prepared(config.dataset)
     prepared = load_prepared(prepared_dir)
     spec = ModelSpec(
@@ -49,12 +61,22 @@ def train_experiment(params: Params, name: str, layout: Layout, world: World = W
     stage_params = {"experiment": name, **{k: v for k, v in asdict(config).items() if k != "evaluate"}}
     # What a resumable state must match to be continued: the model, its data and its training settings.
     fingerprint = json_digest({"spec": spec.to_json(), "train": asdict(config.train), "data": dataset.digest})
+    seeded = len(params.seeds(name)) > 1  # one of several seeds: a child of their parent run in MLflow
     run = StageRun(
-        name, config.study, f"train@{name}", stage_params, dataset, tags={}, fingerprint=fingerprint, logs_model=True
+        run_name,
+        config.study,
+        f"train_replicate@{replicate}" if replicate else f"train@{name}",
+        stage_params,
+        dataset,
+        tags={"cnnlab.seed": str(config.train.seed), **({"cnnlab.replicate_of": name} if seeded else {})},
+        fingerprint=fingerprint,
+        logs_model=replicate is None,  # the registry keeps the experiment's own seed; replicates are runs
+        group=name if seeded else None,
+        group_params=group_digest(params.experiment(name)) if seeded else None,
     )
 
     def publish(tracker: Tracker, trained: nn.Module) -> None:
-        if not isinstance(tracker, NullTracker):
+        if replicate is None and not isinstance(tracker, NullTracker):
             _log_model(tracker, spec, trained, normalize, prepared)
 
     return train_tracked(
@@ -67,7 +89,7 @@ def train_experiment(params: Params, name: str, layout: Layout, world: World = W
         runtime,
         params.runtime.checkpoint_every_s,
         lambda trained, path: save_trained(spec, trained, path),
-        {"param_count": count_parameters(model)},
+        {"param_count": count_parameters(model), "seed": config.train.seed},
         publish,
         world,
     )

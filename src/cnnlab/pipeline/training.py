@@ -16,12 +16,13 @@ from cnnlab.config.experiments import TrainConfig
 from cnnlab.data.loader import DeviceSplit, Normalizer
 from cnnlab.engine.checkpoint import EpochCheckpoint
 from cnnlab.engine.distributed import World
-from cnnlab.engine.loop import EpochRecord, NonFiniteLoss, TrainingHistory, train
+from cnnlab.engine.loop import Diverged, EpochRecord, TrainingHistory, train
 from cnnlab.engine.runtime import Runtime, bf16_is_native, describe_device
 from cnnlab.io import json_digest, md5sum, replaced_atomically, write_json
 from cnnlab.paths import Layout
 from cnnlab.pipeline.artifacts import CHECKPOINT, TRAIN_INFO
 from cnnlab.tracking.client import (
+    DIVERGED_TAG,
     MODEL_DIGEST_TAG,
     DatasetRecord,
     NullTracker,
@@ -44,6 +45,8 @@ class StageRun:
     tags: dict[str, str]
     fingerprint: str  # a resumable state is continued only if it was saved under the same one
     logs_model: bool = False  # whether `publish` logs an MLflow model
+    group: str | None = None  # the experiment whose seeds this run is one of, if it has several
+    group_params: str | None = None  # what the seeds share (config.replicates.group_digest)
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,12 @@ class TrainStageResult:
     train_seconds: float
     images_per_second: float
     run_id: str | None
-    model_md5: str
+    model_md5: str  # "" when training diverged: no model was written
+
+    @property
+    def diverged(self) -> str | None:
+        """Why training stopped early, if it diverged (engine.divergence)."""
+        return self.info.get("diverged", {}).get("reason")
 
 
 def train_tracked(
@@ -87,55 +95,75 @@ def train_tracked(
     if world.is_main:
         _say_how(run, runtime, world, resumed, checkpoint)
     tracker = (
-        open_run(run.study, run.name, run_key=checkpoint.extra["run_key"], logs_model=run.logs_model)
+        open_run(
+            run.study,
+            run.name,
+            run_key=checkpoint.extra["run_key"],
+            logs_model=run.logs_model,
+            group=run.group,
+            group_params=run.group_params,
+        )
         if world.is_main
         else NullTracker()
     )
-    with tracker:
-        # Logging the same values again is allowed, so a resumed run needs no special case here.
-        tracker.log_params(run.stage_params)
-        tracker.set_tags(_run_tags(run, runtime, world))
-        tracker.log_dataset(run.dataset, context="train")
-        # Saved epochs are logged again: whatever the killed process had not sent yet is in the state.
-        for row in resumed["history"] if resumed else []:
-            log_epoch(tracker, EpochRecord(**row))
-        try:
-            result = train(
-                model,
-                split,
-                normalize,
-                config,
-                runtime,
-                checkpoint=checkpoint,
-                on_epoch=lambda record: log_epoch(tracker, record),
-                world=world,
-            )
-        except NonFiniteLoss as error:
-            raise NonFiniteLoss(f"{run.name}: {error}") from None
-        model = model.to(memory_format=torch.contiguous_format)  # saved and served in the default layout
-        info = {
-            "device": describe_device(runtime.device),
-            "precision": runtime.precision,
-            "epochs": config.epochs,
-            "processes": world.size,
-            **info,
-            "final_train_loss": result.history[-1].train_loss,
-            "final_train_accuracy": result.history[-1].train_accuracy,
-        }
-        if not world.is_main:
-            return TrainStageResult(info, result.train_seconds, result.images_per_second, None, "")
-        model_md5 = _write_outputs(layout, run.name, model, save, info, result)
-        checkpoint.remove()
-        tracker.set_tags({MODEL_DIGEST_TAG: model_md5})
-        tracker.log_metrics(
-            {
-                "train_seconds": result.train_seconds,
-                "train_images_per_second": result.images_per_second,
-                "param_count": info["param_count"],
+    info = {
+        "device": describe_device(runtime.device),
+        "precision": runtime.precision,
+        "epochs": config.epochs,
+        "processes": world.size,
+        **info,
+    }
+    try:
+        with tracker:
+            # Logging the same values again is allowed, so a resumed run needs no special case here.
+            tracker.log_params(run.stage_params)
+            tracker.set_tags(_run_tags(run, runtime, world))
+            tracker.log_dataset(run.dataset, context="train")
+            # Saved epochs are logged again: whatever the killed process had not sent yet is in the state.
+            for row in resumed["history"] if resumed else []:
+                log_epoch(tracker, EpochRecord(**row))
+            try:
+                result = train(
+                    model,
+                    split,
+                    normalize,
+                    config,
+                    runtime,
+                    checkpoint=checkpoint,
+                    on_epoch=lambda record: log_epoch(tracker, record),
+                    world=world,
+                )
+            except Diverged as diverged:
+                # A result, not a crash: the same settings diverge again, so DVC caches the outcome. No model
+                # is written; the MLflow run ends FAILED, tagged with the reason.
+                info["diverged"] = {"reason": str(diverged), **diverged.divergence.to_json()}
+                if world.is_main:
+                    _write_diverged(layout, run.name, info, diverged.history)
+                    checkpoint.remove()
+                    tracker.set_tags({DIVERGED_TAG: str(diverged)})
+                raise
+            model = model.to(memory_format=torch.contiguous_format)  # saved and served in the default layout
+            info |= {
+                "final_train_loss": result.history[-1].train_loss,
+                "final_train_accuracy": result.history[-1].train_accuracy,
             }
-        )
-        tracker.log_artifact(layout.history(run.name))
-        publish(tracker, model)
+            if not world.is_main:
+                return TrainStageResult(info, result.train_seconds, result.images_per_second, None, "")
+            model_md5 = _write_outputs(layout, run.name, model, save, info, result)
+            checkpoint.remove()
+            tracker.set_tags({MODEL_DIGEST_TAG: model_md5})
+            tracker.log_metrics(
+                {
+                    "train_seconds": result.train_seconds,
+                    "train_images_per_second": result.images_per_second,
+                    "param_count": info["param_count"],
+                }
+            )
+            tracker.log_artifact(layout.history(run.name))
+            publish(tracker, model)
+    except Diverged as diverged:
+        seconds = sum(record.seconds for record in diverged.history)
+        return TrainStageResult(info, seconds, 0.0, tracker.run_id, "")
     return TrainStageResult(info, result.train_seconds, result.images_per_second, tracker.run_id, model_md5)
 
 
@@ -196,6 +224,14 @@ def _write_outputs(
         write_json(out / TRAIN_INFO, info)
     write_json(layout.history(name), result.history_rows())
     return md5sum(layout.model_dir(name) / CHECKPOINT)
+
+
+def _write_diverged(layout: Layout, name: str, info: dict[str, Any], history: list[EpochRecord]) -> None:
+    """models/NAME holding train.json alone (the reason under "diverged"), and the epochs done before."""
+    with replaced_atomically(layout.model_dir(name)) as out:
+        out.mkdir(parents=True)
+        write_json(out / TRAIN_INFO, info)
+    write_json(layout.history(name), TrainingHistory(history, 0.0, 0).history_rows())
 
 
 def log_epoch(tracker: Tracker, record: EpochRecord) -> None:

@@ -20,7 +20,10 @@ from typing import Any
 from cnnlab.tracking.journal import finished_journals, keep_remaining, read_journal, remove_journal
 from cnnlab.tracking.protocol import (
     EXPERIMENT_TAG,
+    GROUP_PARAMS_TAG,
+    GROUP_TAG,
     MODEL_DIGEST_TAG,
+    PARENT_TAG,
     RUN_KEY_TAG,
     Artifact,
     Batch,
@@ -191,12 +194,28 @@ def _open(
     return client.create_run(_experiment_id(client, study), run_name=run_name, tags=dict(tags)).info.run_id
 
 
+def group_run(client: Any, study: str, group: str, group_params: str) -> str:
+    """The parent run of an experiment's seeds with these training settings, created (finished: it trains
+    nothing itself) on first use; the report logs the seeds' mean and spread to it."""
+    tags = {GROUP_TAG: group, GROUP_PARAMS_TAG: group_params}
+    found = _newest_run(client, study, tags)
+    if found is not None:
+        return str(found.info.run_id)
+    parent = client.create_run(_experiment_id(client, study), run_name=f"{group} (seeds)", tags=tags).info.run_id
+    client.set_terminated(parent, status="FINISHED")
+    return str(parent)
+
+
 def replay(client: Any, record: Record, run_id: str | None) -> str | None:
     """Do what one record says; returns the run id later records refer to."""
     from mlflow.entities import Metric, Param, RunTag
 
     if isinstance(record, Open):
-        return _open(client, record.study, record.run_name, record.run_key, record.model_md5, record.tags)
+        opened = _open(client, record.study, record.run_name, record.run_key, record.model_md5, record.tags)
+        if record.group is not None:
+            parent = group_run(client, record.study, record.group, record.group_params or "")
+            client.set_tag(opened, PARENT_TAG, parent)
+        return opened
     if isinstance(record, Use):
         return record.run_id
     if run_id is None:  # a bug: only cnnlab.tracking writes records, and it opens the run first

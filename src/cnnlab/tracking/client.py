@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from cnnlab.tracking.journal import Journal
 from cnnlab.tracking.protocol import (
+    DIVERGED_TAG,
     EXPERIMENT_TAG,
     MODEL_DIGEST_TAG,
     RUN_KEY_TAG,
@@ -48,9 +49,11 @@ from cnnlab.tracking.protocol import (
     tracking_enabled,
     warn_unreachable,
 )
+from cnnlab.tracking.sweeps import sweep_tags
 
 # The whole interface the pipeline uses: it imports nothing else of cnnlab.tracking.
 __all__ = [
+    "DIVERGED_TAG",
     "MODEL_DIGEST_TAG",
     "DatasetRecord",
     "NullTracker",
@@ -242,14 +245,22 @@ class WorkerRun:
 
 
 def open_run(
-    study: str, run_name: str, *, run_key: str | None = None, model_md5: str | None = None, logs_model: bool = False
+    study: str,
+    run_name: str,
+    *,
+    run_key: str | None = None,
+    model_md5: str | None = None,
+    logs_model: bool = False,
+    group: str | None = None,
+    group_params: str | None = None,
 ) -> Tracker:
     """Start a run in MLflow experiment `study`, or continue one; returns at once (the worker opens it).
 
     `run_key`: the run keyed so (a resumed training's), else a new run keyed so. `model_md5`: the newest
     run that trained the model file with this MD5 (how evaluation finds its training's run), else a new
     run tagged with that digest, so that it still links to the files it describes. `logs_model`: the
-    worker prepares MLflow's model saving while it waits.
+    worker prepares MLflow's model saving while it waits. `group`: the run is one seed of that experiment, a
+    child of the parent run of its seeds with the training settings digested as `group_params`.
     """
     if not tracking_enabled():
         return NullTracker()
@@ -260,5 +271,6 @@ def open_run(
         EXPERIMENT_TAG: run_name,
         **({MODEL_DIGEST_TAG: model_md5} if model_md5 else {}),
         **({RUN_KEY_TAG: run_key} if run_key else {}),
+        **sweep_tags(),  # in a `dvc exp run` sweep: its id and this run's swept values
     }
-    return WorkerRun(Open(study, run_name, run_key, model_md5, tags, logs_model, sys.argv[0]))
+    return WorkerRun(Open(study, run_name, run_key, model_md5, tags, logs_model, sys.argv[0], group, group_params))

@@ -26,6 +26,10 @@ TRACKING_SWITCH_ENV = "CNNLAB_TRACKING"
 MODEL_DIGEST_TAG = "cnnlab.model_md5"
 EXPERIMENT_TAG = "cnnlab.experiment"
 RUN_KEY_TAG = "cnnlab.run_key"  # chosen by the stage, so a resumed stage finds its run without asking MLflow first
+GROUP_TAG = "cnnlab.group"  # on a parent run: the experiment whose seeds are its children
+GROUP_PARAMS_TAG = "cnnlab.group_params"  # on a parent run: the digest of the training settings its seeds share
+DIVERGED_TAG = "cnnlab.diverged"  # why training stopped early; the run ends FAILED and has no model
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a run under its parent
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class Open:
     tags: dict[str, str] = field(default_factory=dict)
     logs_model: bool = False  # the worker prepares MLflow's model saving while it waits
     source: str = ""  # the stage's script, for MLflow's source tag
+    # The run is one seed of experiment `group`: a child of the parent run of the group's seeds that share
+    # the training settings whose digest is `group_params` (a changed setting starts a new parent).
+    group: str | None = None
+    group_params: str | None = None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cnnlab.config.params import parse_params
@@ -76,3 +78,37 @@ def test_bad_transfer_settings_are_one_line_errors(dotted: str, value: object, m
         parse_params(raw)
     assert "\n" not in str(error.value)
 
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"experiment": "mnist_cnnn", "dataset": "mnist", "seed": 7},
+         "replicates.x.experiment: unknown experiment 'mnist_cnnn'; use one of"),
+        ({"experiment": "mnist_cnn", "dataset": "cifar10", "seed": 7},
+         "replicates.x.dataset: 'cifar10' is not mnist_cnn's dataset; set mnist"),
+        ({"experiment": "mnist_cnn", "dataset": "mnist", "seed": 1},
+         "replicates.x.seed: mnist_cnn already has a run with seed 1; give each replicate a seed of its own"),
+        ({"experiment": "mnist_cnn", "dataset": "mnist", "seed": 0},
+         "replicates.x.seed: mnist_cnn already has a run with seed 0"),
+        ({"experiment": "mnist_cnn", "dataset": "mnist"}, "replicates.x.seed: required key is missing"),
+    ],
+)
+def test_a_bad_replicate_is_one_line_naming_it(entry, message):
+    params = committed_params()
+    params["replicates"]["x"] = entry
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_params(params)
+    params["replicates"] = {"mnist_fc": {"experiment": "mnist_cnn", "dataset": "mnist", "seed": 9}}
+    with pytest.raises(ConfigError, match=r"replicates\.mnist_fc: 'mnist_fc' is also an experiment"):
+        parse_params(params)
+
+
+def test_an_experiments_seeds_are_its_own_then_its_replicates():
+    params = parse_params(committed_params())
+    assert params.seeds("mnist_cnn") == {f"mnist_cnn{'' if s == 0 else f'-seed{s}'}": s for s in range(5)}
+    assert params.seeds("cifar_vgg") == {"cifar_vgg": 0}, "GPU-sized experiments run once by default"
+    assert all(len(params.seeds(name)) == 1 for name in params.experiments if name.startswith("zoo_"))
+    assert params.check_replicate("mnist_cnn-seed2", "mnist_cnn").seed == 2
+    with pytest.raises(ConfigError, match="replicate 'mnist_cnn-seed2' is a seed of mnist_cnn, not of mnist_fc"):
+        params.check_replicate("mnist_cnn-seed2", "mnist_fc")
