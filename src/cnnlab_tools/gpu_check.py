@@ -237,7 +237,8 @@ def project(images: Path | None, dry_run: bool) -> Path:
     if dry_run:
         for experiment in params["experiments"].values():
             experiment["train"]["epochs"] = 1
-    params["transfer"], params["report"]["comparisons"] = {}, []
+    # One seed of each: the check times and scores each model once.
+    params["transfer"], params["replicates"], params["report"]["comparisons"] = {}, {}, []
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
