@@ -9,7 +9,7 @@ EXTRAS := pipeline,s3,server,test,lint
 CONSTRAINTS := constraints.txt
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup lock repro demo exps pull check test test-slow test-gpu gpu-check bench mlflow-ui mlflow-server mlflow-server-stop postgres clean-venv
+.PHONY: setup lock repro demo exps pull check test test-slow test-gpu gpu-check bench mlflow-ui mlflow-server mlflow-server-stop postgres chromium clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,7 +77,7 @@ test: check postgres
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # Real-data checks outside CI (real MNIST through ../shared/data as the mirror).
-test-slow: setup
+test-slow: setup postgres chromium
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m slow
 
 # The CUDA tests (tests/gpu/test_gpu.py), with whatever Python has torch, torchvision, pytest, pyyaml and tqdm:
@@ -101,10 +101,12 @@ bench: setup
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db)
 
-# A team's tracking server on this machine: PostgreSQL (Debian's package; its cluster in .mlflow-server/)
-# and `mlflow server` serving artifacts, both on 127.0.0.1. Prints the MLFLOW_TRACKING_URI to use.
+# A team's tracking server: PostgreSQL (Debian's package; its cluster in .mlflow-server/, on 127.0.0.1 only) and
+# `mlflow server` with logins (MLflow's basic-auth app), serving artifacts. MLFLOW_SERVER_ARGS for the rest, e.g.
+# "--host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem". Prints the MLFLOW_TRACKING_URI to use.
+MLFLOW_SERVER_ARGS ?=
 mlflow-server: setup postgres
-	$(BIN)/python -m cnnlab_tools.mlflow_server start
+	$(BIN)/python -m cnnlab_tools.mlflow_server start $(MLFLOW_SERVER_ARGS)
 
 mlflow-server-stop: setup
 	$(BIN)/python -m cnnlab_tools.mlflow_server stop
@@ -114,6 +116,12 @@ mlflow-server-stop: setup
 postgres:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+# Debian's Chromium and its driver, for the browser test of the MLflow UI (tests/e2e/test_server_browser.py):
+# installed if missing and this is root; otherwise that test skips, saying so.
+chromium:
+	@command -v chromedriver >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 clean-venv:
 	rm -rf $(VENV)

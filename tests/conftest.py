@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -131,11 +132,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def s3_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """An S3-compatible object store on 127.0.0.1 (moto's server, which DVC's own S3 tests use), with a bucket.
+    """An S3-compatible object store on 127.0.0.1 (moto's server, which DVC's own S3 tests use), with a bucket,
+    that checks credentials as S3 does: a request must be signed with a key of one of its users.
 
-    Yields the DVC remote URL, the endpoint, and the environment a DVC client needs for its credentials.
+    Yields the DVC remote URL, the endpoint, the environment a DVC client needs for its credentials, and an
+    S3 client of the team's.
     """
     import boto3
+    import requests
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -143,18 +147,26 @@ def s3_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     with open(log, "w") as out:
         server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                                   stdout=out, stderr=subprocess.STDOUT)
-    credentials = {"AWS_ACCESS_KEY_ID": "cnnlab", "AWS_SECRET_ACCESS_KEY": "cnnlab-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+    region = {"region_name": "us-east-1", "endpoint_url": endpoint}
     try:
-        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                              aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
-                              aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"])
+        # Until authentication is switched on below, moto takes any key: make the team's user and its key.
+        iam = boto3.client("iam", aws_access_key_id="setup", aws_secret_access_key="setup", **region)
         while True:  # up when it answers (seconds, however loaded the machine); if it exits, its log says why
             try:
-                client.create_bucket(Bucket="cnnlab-team")
+                iam.create_user(UserName="cnnlab-team")
                 break
             except Exception:
                 assert server.poll() is None, log.read_text()
                 time.sleep(0.2)
+        iam.put_user_policy(UserName="cnnlab-team", PolicyName="bucket", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="cnnlab-team")["AccessKey"]
+        credentials = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+                       "AWS_DEFAULT_REGION": "us-east-1"}
+        client = boto3.client("s3", aws_access_key_id=key["AccessKeyId"],
+                              aws_secret_access_key=key["SecretAccessKey"], **region)
+        client.create_bucket(Bucket="cnnlab-team")
+        requests.post(f"{endpoint}/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
         yield {"url": "s3://cnnlab-team/dvcstore", "endpoint": endpoint, "env": credentials, "client": client}
     finally:
         server.terminate()

@@ -1,6 +1,7 @@
-"""A team's MLflow server as a team would run it: PostgreSQL from Debian, `mlflow server` serving artifacts on
-127.0.0.1 (cnnlab_tools.mlflow_server), the pipeline pointed at it by MLFLOW_TRACKING_URI; and the server
-killed in the middle of training."""
+"""A team's MLflow server as a team would run it: PostgreSQL from Debian, `mlflow server` with its basic-auth app
+and TLS (a self-signed certificate) on 127.0.0.1 (cnnlab_tools.mlflow_server), the pipeline pointed at it by
+MLFLOW_TRACKING_URI with a login; logins that may not write, wrong passwords, a client without the certificate,
+and the server killed in the middle of training."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -26,15 +30,33 @@ pytestmark = pytest.mark.skipif(not list(Path("/usr/lib/postgresql").glob("*/bin
 
 
 class Stack:
-    """PostgreSQL and the MLflow server in one directory, started and stopped by the project's own tool."""
+    """PostgreSQL and the MLflow server in one directory, started and stopped by the project's own tool, with
+    two logins: alice may write to study mnist (EDIT), bob only reads (the server's default)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory, self.port, self.db_port = directory, free_port(), free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
+        self.uri = f"https://127.0.0.1:{self.port}"
+        self.cert = str(directory / "tls" / "cert.pem")
+
+    def tool(self, *args: str) -> None:
+        mlflow_server.main(["--dir", str(self.directory), *args])
 
     def start(self) -> None:
-        mlflow_server.main(["start", "--dir", str(self.directory), "--port", str(self.port),
-                            "--db-port", str(self.db_port)])
+        self.tool("start", "--port", str(self.port), "--db-port", str(self.db_port), "--tls-self-signed")
+
+    def password(self, user: str) -> str:
+        secrets = self.directory / "secrets"
+        return ((secrets / "admin-password") if user == "admin" else (secrets / "users" / user)).read_text().strip()
+
+    def env(self, user: str | None, cert: bool = True, **extra: str) -> dict[str, str]:
+        """A stage's environment, pointed at the server as `user` (None: no login)."""
+        login = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": self.password(user)} if user else {}
+        trust = {"MLFLOW_TRACKING_SERVER_CERT_PATH": self.cert} if cert else {}
+        env = run_env({"MLFLOW_TRACKING_URI": self.uri, **login, **trust, **extra})
+        for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_SERVER_CERT_PATH"):
+            if name not in login and name not in trust:
+                env.pop(name, None)
+        return env
 
     def kill_mlflow(self) -> None:
         """SIGKILL, as a crashed server: no goodbye to its clients."""
@@ -43,7 +65,7 @@ class Stack:
         (self.directory / "mlflow.pid").unlink()
 
     def stop(self) -> None:
-        mlflow_server.main(["stop", "--dir", str(self.directory)])
+        self.tool("stop")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +76,9 @@ def stack():
     server = Stack(directory)
     try:
         server.start()
+        for user in ("alice", "bob"):
+            server.tool("user", "add", user)
+        server.tool("grant", "alice", "mnist", "EDIT")
         yield server
     finally:
         server.stop()
@@ -69,22 +94,40 @@ def mnist_only(epochs: int, train_size: int):
     return edit
 
 
-def client(uri: str):
+def client(stack: Stack, user: str = "alice", password: str | None = None):
+    """An MlflowClient of `user`'s (environment variables are how MLflow's client takes a login)."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password or stack.password(user),
+                      MLFLOW_TRACKING_SERVER_CERT_PATH=stack.cert, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    return MlflowClient(tracking_uri=stack.uri)
+
+
+@pytest.fixture
+def clean_login():
+    """Tests that log in through the environment leave it as they found it."""
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_SERVER_CERT_PATH",
+             "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def test_train_and_evaluate_land_on_the_server_with_every_artifact_and_a_registered_model(stack, tmp_path,
-                                                                                         monkeypatch):
+                                                                                         monkeypatch, clean_login):
+    """A whole `dvc repro` of one experiment, logged by alice, who may write to its study."""
     root = copy_project(tmp_path / "project", mnist_only(epochs=2, train_size=2000))
-    run(["dvc", "repro", "evaluate@mnist_cnn"], root, run_env({"MLFLOW_TRACKING_URI": stack.uri}))
+    run(["dvc", "repro", "evaluate@mnist_cnn"], root, stack.env("alice"))
 
     # Read back from somewhere else, through the server only.
     elsewhere = tmp_path / "teammate"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    mlflow = client(stack.uri)
+    mlflow = client(stack, "bob")  # a teammate who reads
     experiment = mlflow.get_experiment_by_name("mnist")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert experiment.artifact_location.startswith("mlflow-artifacts:")
@@ -113,17 +156,17 @@ def test_train_and_evaluate_land_on_the_server_with_every_artifact_and_a_registe
     script = ("import sys, numpy, mlflow; model = mlflow.pyfunc.load_model('models:/mnist.mnist_cnn@evaluated'); "
               "print(' '.join(map(str, model.predict(numpy.load(sys.argv[1])).tolist())))")
     served = subprocess.run([sys.executable, "-c", script, str(np_file)], cwd=elsewhere, capture_output=True,
-                            text=True, env=run_env({"MLFLOW_TRACKING_URI": stack.uri}), check=True)
+                            text=True, env=stack.env("bob"), check=True)
     class_names = json.loads((root / "data" / "prepared" / "mnist" / "meta.json").read_text())["class_names"]
     evaluated = [class_names.index(row["predicted"])
                  for row in json.loads((root / "reports" / "mnist_cnn" / "confusion.json").read_text())]
     assert [int(x) for x in served.stdout.split()] == evaluated
 
 
-def test_a_server_killed_during_training_costs_seconds_and_loses_nothing(stack, tmp_path):
+def test_a_server_killed_during_training_costs_seconds_and_loses_nothing(stack, tmp_path, clean_login):
     edit = mnist_only(epochs=4, train_size=4000)
     root = copy_project(tmp_path / "project", edit)
-    env = run_env({"MLFLOW_TRACKING_URI": stack.uri})
+    env = stack.env("alice")
     run(["dvc", "repro", "prepare@mnist"], root, env)
 
     baseline_root = copy_project(tmp_path / "baseline", edit)
@@ -158,7 +201,7 @@ def test_a_server_killed_during_training_costs_seconds_and_loses_nothing(stack, 
 
     run(["python", "-m", "cnnlab.tracking", "deliver"], root, env)
     assert not list((root / ".cnnlab" / "pending").glob("*.jsonl"))
-    mlflow = client(stack.uri)
+    mlflow = client(stack)
     experiment = mlflow.get_experiment_by_name("mnist")
     runs = mlflow.search_runs([experiment.experiment_id], "tags.`cnnlab.experiment` = 'mnist_cnn'",
                               order_by=["attributes.start_time DESC"])
@@ -167,3 +210,63 @@ def test_a_server_killed_during_training_costs_seconds_and_loses_nothing(stack, 
     assert newest.info.status == "FINISHED"
     assert sorted({m.step for m in mlflow.get_metric_history(newest.info.run_id, "train_loss")}) == [1, 2, 3, 4]
     assert "model" in {a.path for a in mlflow.list_artifacts(newest.info.run_id)}
+
+
+def test_every_request_needs_a_login_and_writing_needs_a_grant(stack, clean_login):
+    from mlflow.exceptions import MlflowException
+
+    https = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                        urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=stack.cert)))
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        https.open(f"{stack.uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
+    assert anonymous.value.code == 401
+    with pytest.raises(MlflowException) as wrong:
+        client(stack, "alice", password="not-her-password").search_experiments()
+    assert wrong.value.error_code == "UNAUTHENTICATED"
+
+    experiment_id = client(stack, "alice").get_experiment_by_name("mnist").experiment_id
+    alices = client(stack, "alice").create_run(experiment_id).info.run_id
+    bob = client(stack, "bob")
+    assert bob.get_run(alices).info.run_id == alices, "everyone logged in reads every study"
+    for write in (lambda: bob.create_run(experiment_id), lambda: bob.delete_run(alices)):
+        with pytest.raises(MlflowException) as refused:
+            write()
+        assert refused.value.error_code == "PERMISSION_DENIED"
+    with pytest.raises(MlflowException, match="403"):  # EDIT writes runs; deleting them takes MANAGE
+        client(stack, "alice").delete_run(alices)
+    client(stack, "admin").delete_run(alices)
+
+
+def test_a_login_that_may_not_write_costs_no_training_and_the_run_is_delivered_later(stack, tmp_path, clean_login):
+    root = copy_project(tmp_path / "project", mnist_only(epochs=2, train_size=2000))
+    run(["dvc", "repro", "prepare@mnist"], root, run_env({"CNNLAB_TRACKING": "off"}))
+
+    trained = run(["python", "stages/train.py", "mnist_cnn"], root, stack.env("bob"))
+    assert (root / "models" / "mnist_cnn" / "model.pt").is_file()
+    assert len(json.loads((root / "reports" / "mnist_cnn" / "history.json").read_text())) == 2
+    warnings = [line for line in trained.stderr.splitlines() if line.startswith("cnnlab:")]
+    assert len(warnings) == 1, trained.stderr
+    assert f"MLflow at {stack.uri} does not let user 'bob' write to study 'mnist' (403)" in warnings[0]
+    assert "mlflow_server grant bob mnist EDIT" in warnings[0] and "Traceback" not in trained.stderr
+    (journal,) = (root / ".cnnlab" / "pending").glob("*.jsonl")  # named by the run's key
+
+    # alice delivers it, her login in ~/.mlflow/credentials; first without the server's certificate.
+    home = tmp_path / "home"
+    (home / ".mlflow").mkdir(parents=True)
+    (home / ".mlflow" / "credentials").write_text(
+        f"[mlflow]\nmlflow_tracking_username = alice\nmlflow_tracking_password = {stack.password('alice')}\n")
+    untrusted = run(["python", "-m", "cnnlab.tracking", "deliver"], root, stack.env(None, cert=False, HOME=str(home)),
+                    check=False)
+    assert untrusted.returncode == 1
+    lines = [line for line in untrusted.stderr.splitlines() if line.startswith("cnnlab:")]
+    assert len(lines) == 1 and "presented a certificate this machine does not trust" in lines[0], untrusted.stderr
+    assert "MLFLOW_TRACKING_SERVER_CERT_PATH" in lines[0]
+
+    run(["python", "-m", "cnnlab.tracking", "deliver"], root, stack.env(None, HOME=str(home)))
+    assert not list((root / ".cnnlab" / "pending").glob("*.jsonl"))
+    mlflow = client(stack, "bob")
+    experiment = mlflow.get_experiment_by_name("mnist")
+    (delivered,) = mlflow.search_runs([experiment.experiment_id], f"tags.`cnnlab.run_key` = '{journal.stem}'")
+    assert delivered.info.status == "FINISHED"
+    assert [m.step for m in mlflow.get_metric_history(delivered.info.run_id, "train_loss")] == [1, 2]
+    assert mlflow.search_model_versions(f"name = 'mnist.mnist_cnn' and run_id = '{delivered.info.run_id}'")

@@ -19,7 +19,7 @@ def deliver() -> int:
     if not list(pending_dir(root).glob("*.jsonl")):
         print(f"nothing pending in {pending_dir(root)}")
         return 0
-    opened = open_client_or_warn()  # opening the store delivers what is pending
+    opened = open_client_or_warn(warn_pending=True)  # opening the store delivers what is pending
     if opened is None or opened[0] is None:
         return 1
     left = len(list(pending_dir(root).glob("*.jsonl")))

@@ -46,11 +46,13 @@ CNNLAB_CODE = Path(__file__).resolve().parents[1]  # the package a saved model c
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 EVALUATED_ALIAS = "evaluated"  # the registered model version whose evaluation ran last
 # MLflow's HTTP defaults (7 retries, exponential backoff, 120 s timeouts) hang a stage for minutes when
-# the server is down; these bound the first failed call to seconds. Set the variables to override.
+# the server is down; these bound the first failed call (a refused connection fails at once). The timeout
+# leaves room for a busy server: 8 stages logging at once to one 2-worker server on a loaded 2-core machine
+# saw answers slower than 5 s (tests/e2e/test_server_load.py). Set the variables to override.
 HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
 # What DVC and the pipeline rewrite as they run (the lock, params, outputs, .gitignore entries, remote settings):
 # a difference there does not make a run's code differ from its commit.
@@ -105,9 +107,10 @@ def code_tags(root: Path, source: str) -> dict[str, str]:
     return tags
 
 
-def open_client() -> tuple[Any, str, Path] | None:
+def open_client(warn_pending: bool = False) -> tuple[Any, str, Path] | None:
     """An MlflowClient on this project's store (and the pending journals delivered to it), or None when
-    tracking is off or MLflow is missing."""
+    tracking is off or MLflow is missing. A stage's own run warns if the store fails it, so a failed delivery
+    of older journals warns only with `warn_pending` (the `deliver` command): one warning line per stage."""
     if not tracking_enabled():
         return None
     for variable, value in {**HTTP_LIMITS, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
@@ -131,17 +134,24 @@ def open_client() -> tuple[Any, str, Path] | None:
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # in case a later MLflow opens its store lazily
     if pending.is_dir():
-        deliver_pending(client, root)
+        deliver_pending(client, root, warn_pending)
     return client, uri, pending
 
 
-def open_client_or_warn() -> tuple[Any | None, str, Path] | None:
+def tracking_user() -> str | None:
+    """The login MLflow's client sends (from the environment or ~/.mlflow/credentials), for warnings."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    return read_mlflow_creds().username
+
+
+def open_client_or_warn(warn_pending: bool = False) -> tuple[Any | None, str, Path] | None:
     """`open_client()`, or (None, uri, pending dir) when opening the store itself failed (warned once)."""
     try:
-        return open_client()
+        return open_client(warn_pending)
     except Exception as error:
         root = project_root()
-        warn_unreachable(tracking_uri(root), error, pending_dir(root))
+        warn_unreachable(tracking_uri(root), error, pending_dir(root), tracking_user())
         return None, tracking_uri(root), pending_dir(root)
 
 
@@ -153,7 +163,10 @@ def _experiment_id(client: Any, study: str) -> str:
     existing = client.get_experiment_by_name(study)
     if existing is not None:
         if existing.tags.get(EXPERIMENT_KIND_TAG) is None:
-            client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            # Stages starting together all find the tag missing; on PostgreSQL all but the first get a
+            # unique-key violation for setting it, and the tag is there either way.
+            with contextlib.suppress(MlflowException):
+                client.set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return existing.experiment_id
     root = project_root()
     location = None if is_server(tracking_uri(root)) else (root / "mlruns" / study).as_uri()
@@ -338,7 +351,7 @@ def _mark_evaluated(client: Any, name: str, run_id: str, metrics: Mapping[str, f
         client.set_model_version_tag(name, version, key, str(value))
 
 
-def deliver_pending(client: Any, root: Path) -> list[str]:
+def deliver_pending(client: Any, root: Path, warn: bool = True) -> list[str]:
     """Send every finished journal under `root` (oldest first); returns the runs completed. A journal that
     fails again stays for the next attempt, starting with the run it created, so none is opened twice."""
     delivered: list[str] = []
@@ -351,7 +364,9 @@ def deliver_pending(client: Any, root: Path) -> list[str]:
             except Exception as error:  # still unreachable, or refused: keep the rest for later
                 if position and run_id is not None:
                     keep_remaining(path, run_id, records[position:])
-                warn_unreachable(tracking_uri(root), error, path)
+                study = next((r.study for r in records if isinstance(r, Open)), None)
+                if warn:
+                    warn_unreachable(tracking_uri(root), error, path, tracking_user(), study)
                 return delivered
         remove_journal(path)
         delivered.append(run_id or "")

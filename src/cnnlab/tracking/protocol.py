@@ -189,13 +189,38 @@ def dvc_tags(stage: str, stage_params: Mapping[str, Any]) -> dict[str, str]:
     return tags
 
 
-def warn_unreachable(uri: str, error: BaseException, journal: Path) -> None:
+def failure_advice(error: BaseException, user: str | None, study: str | None) -> tuple[str, str]:
+    """What went wrong with a tracking server, and what makes the next delivery succeed, from MLflow's
+    error code (401, 403) or the TLS handshake's complaint."""
+    code = getattr(error, "error_code", None)
+    who = f"user {user!r}" if user else "no user (none set)"
+    where = f"study {study!r}" if study else "this run's study"
+    login = "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or ~/.mlflow/credentials"
+    if code == "UNAUTHENTICATED":
+        return f"refused the login of {who} (401)", f"set the right login in {login}, then"
+    if code == "PERMISSION_DENIED":
+        grant = f"python -m cnnlab_tools.mlflow_server grant {user or 'NAME'} {study or 'STUDY'} EDIT"
+        return (
+            f"does not let {who} write to {where} (403)",
+            f"ask the server's admin for EDIT on it (`{grant}`) or use another login in {login}, then",
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in str(error) or "SSLCertVerificationError" in str(error):
+        return (
+            "presented a certificate this machine does not trust",
+            "set MLFLOW_TRACKING_SERVER_CERT_PATH to the server's certificate (or its CA), then",
+        )
     reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+    return f"failed ({type(error).__name__}: {reason})", "once it answers again,"
+
+
+def warn_unreachable(
+    uri: str, error: BaseException, journal: Path, user: str | None = None, study: str | None = None
+) -> None:
+    what, fix = failure_advice(error, user, study)
     # On a line of its own: the stage's progress bar may be mid-line on the same terminal.
     print(
-        f"\ncnnlab: warning: MLflow at {uri} failed ({type(error).__name__}: {reason}); training goes on, "
-        f"this run's records wait in {journal} and are sent when it answers again "
-        f"(by the next stage, or `python -m cnnlab.tracking deliver`)",
+        f"\ncnnlab: warning: MLflow at {uri} {what}; training goes on, this run's records wait in {journal}; "
+        f"{fix} the next stage or `python -m cnnlab.tracking deliver` sends them",
         file=sys.stderr,
         flush=True,
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from cnnlab.tracking.backend import code_tags, open_client_or_warn, prepare_model_saving, replay
+from cnnlab.tracking.backend import code_tags, open_client_or_warn, prepare_model_saving, replay, tracking_user
 from cnnlab.tracking.journal import Journal
 from cnnlab.tracking.protocol import Open, Record, Terminate, Use, decode, new_run_key, warn_unreachable
 
@@ -21,8 +21,8 @@ from cnnlab.tracking.protocol import Open, Record, Terminate, Use, decode, new_r
 class RunWriter:
     """Writes one run's records to MLflow; from the first failure on (one warning), to its journal."""
 
-    def __init__(self, client: Any | None, uri: str, pending: Path, key: str) -> None:
-        self.client, self.uri = client, uri
+    def __init__(self, client: Any | None, uri: str, pending: Path, key: str, study: str) -> None:
+        self.client, self.uri, self.study = client, uri, study
         self.run_id: str | None = None
         self.journal = Journal(pending, key)
         self.offline = client is None
@@ -36,7 +36,7 @@ class RunWriter:
                 self.offline = True
                 if self.run_id is not None:
                     self.journal.append(Use(self.run_id))
-                warn_unreachable(self.uri, error, self.journal.path)
+                warn_unreachable(self.uri, error, self.journal.path, tracking_user(), self.study)
         self.journal.append(record)
 
 
@@ -53,7 +53,7 @@ def serve(lines: Iterable[str], reply: IO[str]) -> None:
     if opened is None:
         return
     client, uri, pending = opened
-    writer = RunWriter(client, uri, pending, opening.run_key or new_run_key())
+    writer = RunWriter(client, uri, pending, opening.run_key or new_run_key(), opening.study)
     writer.write(opening)
     if opening.logs_model:
         prepare_model_saving()

@@ -22,6 +22,7 @@ from cnnlab.tracking.protocol import (
     Use,
     decode,
     encode,
+    failure_advice,
     pending_dir,
 )
 from cnnlab.tracking.worker import serve
@@ -129,3 +130,27 @@ def test_the_worker_closes_a_run_whose_stage_stopped_talking_as_killed(store):
     serve(lines, reply)  # input ends without Terminate: the stage was killed
     run_id = json.loads(reply.getvalue())["run_id"]
     assert client.get_run(run_id).info.status == "KILLED"
+
+
+@pytest.mark.parametrize(
+    ("code", "what", "fix"),
+    [
+        ("UNAUTHENTICATED", "refused the login of user 'bob' (401)", "MLFLOW_TRACKING_PASSWORD or ~/.mlflow/credentials"),
+        ("PERMISSION_DENIED", "does not let user 'bob' write to study 'mnist' (403)", "grant bob mnist EDIT"),
+    ],
+)
+def test_a_refused_login_names_the_user_the_study_and_the_fix(code, what, fix):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    refused = MlflowException("refused", error_code=getattr(databricks_pb2, code))  # as MLflow's client raises it
+    said, advice = failure_advice(refused, "bob", "mnist")
+    assert said == what and fix in advice
+
+
+def test_an_untrusted_certificate_and_other_failures_say_what_happened():
+    said, advice = failure_advice(OSError("[SSL: CERTIFICATE_VERIFY_FAILED] self-signed certificate"), "bob", None)
+    assert said == "presented a certificate this machine does not trust"
+    assert "MLFLOW_TRACKING_SERVER_CERT_PATH" in advice
+    said, advice = failure_advice(ConnectionRefusedError("Connection refused"), None, None)
+    assert said == "failed (ConnectionRefusedError: Connection refused)" and advice == "once it answers again,"
