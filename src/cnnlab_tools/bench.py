@@ -271,7 +271,7 @@ def peak_matmul_flops(device: torch.device, arithmetic: str, repeats: int = 10) 
         previous = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = arithmetic == "tf32"
         try:
-            return 2 * size**3 / _cuda_seconds(lambda: torch.mm(a, b), repeats)
+            return 2 * size**3 / cuda_seconds(lambda: torch.mm(a, b), repeats)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = previous
     # The same product as a convolution: `size` pixels of `size` channels through a size x size 1x1 kernel.
@@ -287,7 +287,7 @@ def peak_matmul_flops(device: torch.device, arithmetic: str, repeats: int = 10) 
     return best
 
 
-def _cuda_seconds(work: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+def cuda_seconds(work: Callable[[], object], repeats: int, warmup: int = 3) -> float:
     """The fastest of `repeats` runs of `work`, each between two CUDA events, in seconds."""
     for _ in range(warmup):
         work()

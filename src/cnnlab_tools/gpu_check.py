@@ -42,8 +42,8 @@ import torch
 import yaml
 
 from cnnlab.config.params import load_params
-from cnnlab.engine.runtime import describe_device, select_device, synchronize
-from cnnlab_tools.bench import WORKLOADS, ZOO_STUDY, markdown, measured_peaks, run_bench
+from cnnlab.engine.runtime import describe_device, select_device
+from cnnlab_tools.bench import WORKLOADS, ZOO_STUDY, cuda_seconds, markdown, measured_peaks, run_bench
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BUDGET_S = 540.0
@@ -146,17 +146,7 @@ def copy_bandwidth(device: torch.device, megabytes: int = 512, repeats: int = 5)
         ("device_to_host", lambda: host.copy_(on_device, non_blocking=True)),
         ("device_to_device", lambda: other.copy_(on_device)),
     ):
-        copy()
-        synchronize(device)
-        best = float("inf")
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            copy()
-            end.record()
-            end.synchronize()
-            best = min(best, start.elapsed_time(end) / 1000)
-        rates[name] = (megabytes << 20) / best / 1e9
+        rates[name] = (megabytes << 20) / cuda_seconds(copy, repeats, warmup=1) / 1e9
     return rates
 
 

@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cnnlab.tracking.backend import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from cnnlab.tracking.backend import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, temporary_environment
 
 DEFAULT_DIR = Path(".mlflow-server")
 DEFAULT_PORT = 5000
@@ -499,16 +499,8 @@ def as_admin(layout: ServerLayout) -> Iterator[Listening]:
     login = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": secret(layout.admin_password)}
     if listening.cert:
         login["MLFLOW_TRACKING_SERVER_CERT_PATH"] = listening.cert
-    saved = {name: os.environ.get(name) for name in login}
-    os.environ.update(login)
-    try:
+    with temporary_environment(**login):
         yield listening
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _auth_client(uri: str) -> Any:

@@ -291,7 +291,7 @@ def save_classifier_model(
     # The signature says what the model takes, so MLflow's advice on type hints and input examples (an
     # example would cost a prediction at every save) is noise here, also in the process it loads the code in.
     quiet = "ignore::UserWarning:mlflow.pyfunc.utils.data_validation"
-    with warnings.catch_warnings(), _environment(PYTHONWARNINGS=quiet):
+    with warnings.catch_warnings(), temporary_environment(PYTHONWARNINGS=quiet):
         warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
         mlflow.pyfunc.save_model(
@@ -316,7 +316,8 @@ def prepare_model_saving() -> None:
 
 
 @contextlib.contextmanager
-def _environment(**variables: str) -> Iterator[None]:
+def temporary_environment(**variables: str) -> Iterator[None]:
+    """These environment variables set while inside, as they were after."""
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
     try:
