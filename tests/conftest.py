@@ -42,7 +42,8 @@ _share_the_cores()
 # Test modules that build DVC projects, longest first: pytest-xdist hands out whole files (--dist loadfile)
 # in collection order, so starting the longest ones first keeps both workers busy to the end.
 LONGEST_FIRST = ("test_pipeline.py", "test_mlflow_server.py", "test_kill_and_resume.py", "test_transfer_stages.py",
-                 "test_team.py", "test_experiments_queue.py", "test_distributed.py")
+                 "test_team.py", "test_replicates.py", "test_experiments_queue.py", "test_gpu_check_dry_run.py",
+                 "test_make_repro.py", "test_distributed.py", "test_stage_errors.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

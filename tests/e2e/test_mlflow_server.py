@@ -224,6 +224,17 @@ def test_every_request_needs_a_login_and_writing_needs_a_grant(stack, clean_logi
         client(stack, "alice", password="not-her-password").search_experiments()
     assert wrong.value.error_code == "UNAUTHENTICATED"
 
+    # The database: a password, and loopback only.
+    psql = [str(mlflow_server.postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", str(stack.db_port), "-U", "mlflow",
+            "-d", "mlflow", "-w", "-tAc", "SHOW listen_addresses"]
+    without = subprocess.run(psql, capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    assert without.returncode != 0 and "password" in without.stderr, without.stderr
+    layout = mlflow_server.ServerLayout(stack.directory)
+    listening = subprocess.run(psql, capture_output=True, text=True, env=mlflow_server.db_env(layout), check=True)
+    assert listening.stdout.strip() == "127.0.0.1"
+    hba = (layout.cluster / "pg_hba.conf").read_text().split()
+    assert "trust" not in hba and "scram-sha-256" in hba
+
     experiment_id = client(stack, "alice").get_experiment_by_name("mnist").experiment_id
     alices = client(stack, "alice").create_run(experiment_id).info.run_id
     bob = client(stack, "bob")
