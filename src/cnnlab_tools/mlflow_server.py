@@ -499,8 +499,14 @@ def as_admin(layout: ServerLayout) -> Iterator[Listening]:
     login = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": secret(layout.admin_password)}
     if listening.cert:
         login["MLFLOW_TRACKING_SERVER_CERT_PATH"] = listening.cert
+    from mlflow.exceptions import MlflowException
+
     with temporary_environment(**login):
-        yield listening
+        try:
+            yield listening
+        except MlflowException as refused:  # an unknown user, a taken name, a server that is down: one line
+            reason = (str(refused).strip().splitlines() or [type(refused).__name__])[0][:200]
+            raise ServerError(f"the server at {listening.uri} refused: {reason}") from None
 
 
 def _auth_client(uri: str) -> Any:

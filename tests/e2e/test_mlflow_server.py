@@ -212,8 +212,13 @@ def test_a_server_killed_during_training_costs_seconds_and_loses_nothing(stack, 
     assert "model" in {a.path for a in mlflow.list_artifacts(newest.info.run_id)}
 
 
-def test_every_request_needs_a_login_and_writing_needs_a_grant(stack, clean_login):
+def test_every_request_needs_a_login_and_writing_needs_a_grant(stack, clean_login, capsys):
     from mlflow.exceptions import MlflowException
+
+    with pytest.raises(SystemExit):  # a typo in a grant: one line, no traceback
+        stack.tool("grant", "nobody", "mnist", "EDIT")
+    assert capsys.readouterr().err == (f"error: the server at {stack.uri} refused: RESOURCE_DOES_NOT_EXIST: "
+                                       "User with username=nobody not found\n")
 
     https = urllib.request.build_opener(urllib.request.ProxyHandler({}),
                                         urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=stack.cert)))
