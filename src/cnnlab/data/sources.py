@@ -87,8 +87,12 @@ def fetch_files(
     official_bases: tuple[str, ...],
     dest: Path,
     mirror: str | None,
+    alternative: str = "",
 ) -> list[str]:
     """Make every file of `files` present in `dest` with its md5; return where each came from.
+
+    `alternative` is the second fix the error names when a file cannot be had (another source of the
+    dataset), after the first: the internet or a mirror.
 
     Files already in `dest` with the right md5 are kept. A file whose md5 does
     not match is deleted at once, never parsed. A base that fails with a
@@ -123,10 +127,12 @@ def fetch_files(
         else:
             failures.append(f"{remote.name} [tried {'; '.join(attempts)}]")
     if failures:
+        online = "connect to the internet, or " if any(_is_url(base) for base in official_bases) else ""
         raise DataError(
             f"dataset {dataset!r}: could not get {len(failures)} file(s): {' | '.join(failures)}. "
-            f"Fix: set {MIRROR_ENV} to a directory or URL holding {dataset}/<file name> "
+            f"Fix: {online}set {MIRROR_ENV} to a directory or URL holding {dataset}/<file name> "
             f"(e.g. {MIRROR_ENV}=/data/mirror with /data/mirror/{dataset}/{files[0].name})"
+            + (f"; or {alternative}" if alternative else "")
         )
     return origins
 

@@ -16,6 +16,7 @@ from cnnlab.config.datasets import Cifar10Source as SourceOptions
 from cnnlab.config.datasets import PrepareOptions
 from cnnlab.data.kinds import cifar10
 from cnnlab.errors import DataError
+from conftest import committed_params
 
 
 def batch_bytes(count: int = 4) -> bytes:
@@ -105,8 +106,16 @@ def test_offline_download_names_the_archive_and_the_mirror(tmp_path, monkeypatch
     with pytest.raises(DataError) as raised:
         cifar10.acquire("cifar10", SourceOptions(), tmp_path / "raw")
     message = str(raised.value)
-    assert "cifar-10-python.tar.gz" in message and "https://www.cs.toronto.edu/~kriz/" in message
-    assert "CNNLAB_MIRROR" in message
+    assert "\n" not in message
+    assert "cifar-10-python.tar.gz" in message and "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
+    assert "Fix: connect to the internet, or set CNNLAB_MIRROR to a directory or URL holding cifar10/<file name>" in message
+    assert "; or use the training images as JPEG files instead: -S datasets.cifar10.acquire.source=images" in message
+
+
+def test_the_default_source_is_the_official_archive_with_its_test_split():
+    """What a fresh machine with internet gets: torchvision's archive, not a file only our lab has."""
+    assert SourceOptions().source == "official"
+    assert committed_params()["datasets"]["cifar10"]["acquire"]["source"] == "official"
 
 
 # --- source: images (the training images as JPEG files) ----------------------------------------------

@@ -64,7 +64,7 @@ def test_acquire_copies_the_folder_from_the_mirror(tmp_path, monkeypatch):
     origins = imagefolder.acquire("shapes", ImageFolderSource(), tmp_path / "raw" / "shapes")
     assert origins == [f"4 files copied from {tmp_path / 'mirror' / 'shapes'}"]
     monkeypatch.delenv("CNNLAB_MIRROR")
-    with pytest.raises(DataError, match=r"set datasets\.shapes\.acquire\.source or CNNLAB_MIRROR"):
+    with pytest.raises(DataError, match=r"set datasets\.shapes\.acquire\.source or CNNLAB_MIRROR .*docs/data\.md says where"):
         imagefolder.acquire("shapes", ImageFolderSource(), tmp_path / "raw2")
 
 
@@ -89,3 +89,26 @@ def test_stages_load_params_without_importing_torchvision(tmp_path):
             f"load_params({str(committed_params_file(tmp_path))!r}); print(sorted(m for m in sys.modules if m.startswith('torchvision')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_link_loop_in_the_folder_is_refused_in_one_line_naming_the_link(tmp_path):
+    """`ln -s .. loop` inside a class folder: copying would follow it until the path is too long."""
+    folder = write_image_folder(tmp_path / "shapes", per_class=2)
+    loop = folder / "circles" / "loop"
+    loop.symlink_to("..")
+    with pytest.raises(DataError) as raised:
+        imagefolder.acquire("shapes", ImageFolderSource(source=str(folder)), tmp_path / "raw")
+    assert str(raised.value) == f"{loop}: a symbolic link back to {folder}, which contains it (a loop); remove the link"
+    assert not (tmp_path / "raw").exists(), "refused before copying anything"
+
+
+def test_links_to_images_kept_elsewhere_are_followed_and_a_dangling_one_is_named(tmp_path):
+    folder = write_image_folder(tmp_path / "shapes", per_class=2)
+    elsewhere = write_image_folder(tmp_path / "more", per_class=1)
+    (folder / "squares" / "more").symlink_to(elsewhere / "squares")
+    imagefolder.acquire("shapes", ImageFolderSource(source=str(folder)), tmp_path / "raw")
+    assert (tmp_path / "raw" / "squares" / "more").is_dir() and not (tmp_path / "raw" / "squares" / "more").is_symlink()
+    dangling = folder / "circles" / "gone.png"
+    dangling.symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match=r"gone.png: a symbolic link to .*nowhere.png, which does not exist; remove"):
+        imagefolder.acquire("shapes", ImageFolderSource(source=str(folder)), tmp_path / "raw2")

@@ -181,7 +181,11 @@ def acquire(dataset: str, options: Cifar10Source, raw_dir: Path) -> list[str]:
     if options.source == "images":
         bases, mirror = _images_bases(options.images)
         return fetch_files(dataset, (IMAGES_ARCHIVE,), bases, raw_dir, mirror)
-    return fetch_files(dataset, (ARCHIVE,), OFFICIAL_BASES, raw_dir, mirror_from_env())
+    offline = (
+        f"use the training images as JPEG files instead: -S datasets.{dataset}.acquire.source=images, with "
+        f"{IMAGES_ARCHIVE.name} in {MIRROR_ENV} or datasets.{dataset}.acquire.images.directory"
+    )
+    return fetch_files(dataset, (ARCHIVE,), OFFICIAL_BASES, raw_dir, mirror_from_env(), offline)
 
 
 def read(options: Cifar10Source, prepare: PrepareOptions, raw_dir: Path) -> Splits:

@@ -36,15 +36,40 @@ def source_folder(dataset: str, options: ImageFolderSource) -> Path:
     else:
         raise DataError(
             f"dataset {dataset!r}: no image folder given; set datasets.{dataset}.acquire.source "
-            f"or {MIRROR_ENV} to a directory holding {dataset}/<class>/<images>"
+            f"or {MIRROR_ENV} to a directory holding {dataset}/<class>/<images> "
+            f"(docs/data.md says where to get the course's cats-vs-dogs photos)"
         )
     if not folder.is_dir():
         raise DataError(f"dataset {dataset!r}: {folder} is not a directory; point acquire.source or {MIRROR_ENV} at it")
     return folder
 
 
+def refuse_broken_links(folder: Path) -> None:
+    """Symbolic links are followed (a class folder may link to images kept elsewhere), so refuse, before
+    copying anything, a link to nothing and a link back into the folders that lead to it: a loop that
+    copying would follow until the path is too long."""
+
+    def visit(directory: Path, chain: frozenset[Path]) -> None:
+        for entry in sorted(directory.iterdir()):
+            if entry.name.startswith("."):
+                continue  # the copy leaves hidden files out too
+            if entry.is_symlink():
+                target = entry.resolve()
+                if not target.exists():
+                    raise DataError(f"{entry}: a symbolic link to {target}, which does not exist; remove the link")
+                if target in chain:
+                    raise DataError(
+                        f"{entry}: a symbolic link back to {target}, which contains it (a loop); remove the link"
+                    )
+            if entry.is_dir():
+                visit(entry, chain | {entry.resolve()})
+
+    visit(folder, frozenset({folder.resolve()}))
+
+
 def acquire(dataset: str, options: ImageFolderSource, raw_dir: Path) -> list[str]:
     folder = source_folder(dataset, options)
+    refuse_broken_links(folder)
     with replaced_atomically(raw_dir) as tmp:
         shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns(".*"))
     count = sum(1 for p in raw_dir.rglob("*") if p.is_file())

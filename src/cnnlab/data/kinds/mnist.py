@@ -31,7 +31,8 @@ CLASS_NAMES = tuple(str(d) for d in range(10))
 def acquire(dataset: str, options: SourceOptions, raw_dir: Path) -> list[str]:
     if options.source == "synthetic":
         return synthetic.write_synthetic(raw_dir, options.synthetic, num_classes=10, channels=1, size=28)
-    return fetch_files(dataset, FILES, OFFICIAL_BASES, raw_dir, mirror_from_env())
+    stand_in = f"run on generated MNIST-shaped data: -S datasets.{dataset}.acquire.source=synthetic (make demo)"
+    return fetch_files(dataset, FILES, OFFICIAL_BASES, raw_dir, mirror_from_env(), stand_in)
 
 
 def read_idx(path: Path) -> torch.Tensor:
