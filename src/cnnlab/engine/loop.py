@@ -273,6 +273,7 @@ def _train_epoch(
                 runtime.cores.rebalance()
             with intended_sync(device):
                 _stop_if_diverged(run, run.watch.tripped_at)
+                bar.estimate(epoch, seen * world.size, last_shown - started)
                 if bar.enabled:  # this rank's loss and accuracy; the rate of all ranks (they keep the same pace)
                     bar.show(loss_sum.item() / seen, correct.item() / seen, seen * world.size / (last_shown - started))
     with intended_sync(device):

@@ -3,7 +3,25 @@ depends on this file (see cnnlab_tools/stage_deps.py)."""
 
 from __future__ import annotations
 
+import math
+import sys
+
 from tqdm import tqdm
+
+# A run is worth an estimate once it has run this long (the first steps pay for warm-up) and when what is
+# left would take longer than LONG_RUN_SECONDS.
+ESTIMATE_AFTER_SECONDS = 10.0
+LONG_RUN_SECONDS = 120.0
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as a person says it: "40 s", "12 min", "3 h 05 min"."""
+    if seconds < 60:
+        return f"{math.ceil(seconds)} s"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 class Progress:
@@ -15,6 +33,8 @@ class Progress:
         self.per_run = steps_per_epoch == 1
         self.epochs, self.images, self.enabled = epochs, images_per_epoch, enabled
         self.bar: tqdm | None = None
+        self.first_epoch = first_epoch
+        self.estimated = False
         if self.per_run:
             self.bar = tqdm(
                 total=epochs,
@@ -42,6 +62,22 @@ class Progress:
     def show(self, loss: float, accuracy: float, images_per_second: float) -> None:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.3f}", img_s=f"{images_per_second:,.0f}")
+
+    def estimate(self, epoch: int, images_done: int, seconds: float) -> None:
+        """Once per run, early in its first epoch: how long the rest of the run will take at the rate so far."""
+        if self.estimated or not self.enabled or seconds < ESTIMATE_AFTER_SECONDS or images_done == 0:
+            return
+        self.estimated = True
+        rate = images_done / seconds
+        images_left = (self.epochs - epoch + 1) * self.images - images_done
+        if images_left / rate < LONG_RUN_SECONDS:
+            return
+        epochs = self.epochs - self.first_epoch + 1
+        tqdm.write(
+            f"estimate: about {format_duration(images_left / rate)} to go for {epochs} epoch(s) of "
+            f"{self.images:,} images, at the {rate:,.0f} img/s of the first {seconds:.0f} s",
+            file=sys.stderr,
+        )
 
     def end_epoch(self) -> None:
         if self.per_run and self.bar is not None:
