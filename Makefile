@@ -1,4 +1,4 @@
-# Two commands a newcomer needs: `make repro` (set up, run the pipeline) and `make test`.
+# `make` sets up .venv; `make plan` says what `make repro` will run here and how long it takes; `make test`.
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,8 +8,13 @@ BIN    := $(VENV)/bin
 EXTRAS := pipeline,s3,server,test,lint
 CONSTRAINTS := constraints.txt
 export DVC_NO_ANALYTICS := 1
+# A relative mirror is made absolute here: DVC runs queued and --temp experiments in a checkout of its own.
+ifneq ($(CNNLAB_MIRROR),)
+export CNNLAB_MIRROR := $(if $(findstring ://,$(CNNLAB_MIRROR)),$(CNNLAB_MIRROR),$(abspath $(CNNLAB_MIRROR)))
+endif
 
-.PHONY: setup lock repro demo exps pull check test test-slow test-gpu gpu-check bench mlflow-ui mlflow-server mlflow-server-stop postgres chromium clean-venv
+.DEFAULT_GOAL := setup
+.PHONY: setup lock plan repro repro-all demo exps pull check test test-slow test-gpu gpu-check bench mlflow-ui mlflow-server mlflow-server-stop postgres chromium clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,14 +40,27 @@ lock:
 	  .lock-venv/bin/python -m pip freeze --all --exclude-editable; } > $(CONSTRAINTS)
 	rm -rf .lock-venv
 
-# --keep-going: a stage whose data this machine lacks (say, no cats-vs-dogs folder) fails alone. DVC then
-# skips the report (it depends on every evaluation), so it runs on its own after: it covers the experiments
-# that have metrics and lists the missing ones. The exit status is the pipeline's.
+# What `make repro` runs on this machine (the course's experiments without a CUDA GPU, everything with one), what
+# it leaves out, and how long it all takes here: each setup timed for a few batches (cnnlab_tools/plan.py).
+plan: setup
+	@PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m cnnlab_tools.plan
+
+# --keep-going: a stage whose data this machine lacks (say, no cats-vs-dogs folder) fails alone, in one line.
+# The report runs after it either way (its dependency on every evaluation would otherwise pull in the whole
+# pipeline, or skip it after a failure): it covers the experiments that have metrics and lists the missing
+# ones. The exit status is the pipeline's.
+REPRODUCE = status=0; dvc repro --keep-going $$targets || status=$$?; \
+	if [ -d metrics ]; then dvc repro --single-item report || status=1; fi; \
+	if [ $$status != 0 ]; then echo "make: some stages failed, each with its error above;" \
+	  "reports/summary.md covers what ran and lists the rest" >&2; fi; exit $$status
+
 repro: setup
-	@export PATH="$(abspath $(BIN)):$$PATH"; status=0; \
-	dvc repro --keep-going || status=$$?; \
-	if [ $$status != 0 ] && [ -d metrics ]; then dvc repro --single-item report; fi; \
-	exit $$status
+	@export PATH="$(abspath $(BIN)):$$PATH"; python -m cnnlab_tools.plan --brief && \
+	targets=$$(python -m cnnlab_tools.plan --targets) || exit 1; $(REPRODUCE)
+
+# Every stage, whatever the machine: about a day on a 2-core CPU (`make plan` times it).
+repro-all: setup
+	@export PATH="$(abspath $(BIN)):$$PATH"; targets=""; $(REPRODUCE)
 
 DEMO_STAGES := $(foreach e,spiral_linear spiral_mlp mnist_fc mnist_cnn mnist_fc_perm mnist_cnn_perm,evaluate@$(e))
 # The spiral and MNIST experiments on generated MNIST-shaped data: no download, a few minutes on 2 CPU cores.
@@ -61,8 +79,9 @@ pull: setup
 	$(BIN)/dvc pull --allow-missing
 
 # The code's health (configured in pyproject.toml; .pre-commit-config.yaml runs the same before a commit): lint
-# and format (ruff), types (mypy), the layers of imports (import-linter), and dvc.yaml's code deps against
-# what each stage imports.
+# and format (ruff), types (mypy), the layers of imports (import-linter), dvc.yaml's code deps against
+# what each stage imports. The docs' names (make targets, flags, params keys, paths, variables) are checked by
+# tests/unit/tools/test_docs_check.py and the pre-commit hook: `python -m cnnlab_tools.docs_check`.
 check: setup
 	$(BIN)/ruff check src stages tests
 	$(BIN)/ruff format --check src stages
@@ -94,12 +113,15 @@ gpu-check:
 	PYTHONPATH=$(abspath src) $(GPU_PYTHON) -m cnnlab_tools.gpu_check --out $(GPU_CHECK_OUT) \
 	  $(if $(wildcard $(IMAGES)),--images $(IMAGES))
 
-# The engine against the course's DataLoader loop, side by side; writes reports/bench.{md,json}.
+# The engine against the course's DataLoader loop, side by side; writes $(BENCH_OUT).{md,json}, untracked.
+# BENCH_OUT=reports/bench refreshes the committed reference (reports/bench.md).
+BENCH_OUT ?= reports/bench.local
 bench: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m cnnlab_tools.bench
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m cnnlab_tools.bench --out $(BENCH_OUT)
 
+# The local runs (mlflow.db) at http://127.0.0.1:5000; the team server (mlflow-server) listens on 5050.
 mlflow-ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
 
 # A team's tracking server: PostgreSQL (Debian's package; its cluster in .mlflow-server/, on 127.0.0.1 only) and
 # `mlflow server` with logins (MLflow's basic-auth app), serving artifacts. MLFLOW_SERVER_ARGS for the rest, e.g.

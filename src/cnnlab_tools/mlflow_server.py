@@ -46,7 +46,7 @@ from typing import Any
 from cnnlab.tracking.backend import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, temporary_environment
 
 DEFAULT_DIR = Path(".mlflow-server")
-DEFAULT_PORT = 5000
+DEFAULT_PORT = 5050  # not 5000: that is `make mlflow-ui`'s (MLflow's default)
 DEFAULT_DB_PORT = 5433
 DB_USER = DB_NAME = "mlflow"
 AUTH_DB_NAME = "mlflow_auth"
