@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+from cnnlab_tools import mlflow_server
 from conftest import REPO
 
 
@@ -29,3 +30,9 @@ def test_make_repro_prints_its_plan_then_reproduces_what_the_plan_names():
 
 def test_make_bench_leaves_the_committed_reference_alone():
     assert "cnnlab_tools.bench --out reports/bench.local" in dry_run("-o", "setup", "bench")
+
+
+def test_the_local_ui_and_the_team_server_listen_on_loopback_and_on_ports_of_their_own():
+    ui = dry_run("-o", "setup", "mlflow-ui")
+    assert "--host 127.0.0.1 --port 5000" in ui
+    assert mlflow_server.DEFAULT_PORT != 5000, "the team server would take the local UI's port"
