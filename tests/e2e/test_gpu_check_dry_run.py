@@ -23,7 +23,9 @@ def test_the_gpu_check_runs_what_a_cpu_can_and_names_what_it_skipped(tmp_path):
     assert [row["workload"] for row in parts["c_bench"]["workloads"]] == ["mnist_cnn", "cifar_lenet"]
     rows = parts["d_cifar10"]["experiments"]
     assert set(rows) == {"cifar_lenet", "cifar_speedrun"} and all(row["status"] == "ok" for row in rows.values())
-    assert all(0 <= row["test_accuracy"] <= 1 and row["train_seconds"] > 0 for row in rows.values())
+    # train_seconds is the stage's own line, rounded to 0.1 s: a tiny CPU run can print 0.0, its rate never 0
+    assert all(0 <= row["test_accuracy"] <= 1 for row in rows.values()), rows
+    assert all(row["train_seconds"] >= 0 and row["train_images_per_second"] > 0 for row in rows.values()), rows
     assert parts["e_nccl"]["backend"] == "gloo", "one rank of torch.distributed's launcher, gloo on a CPU"
     report = (out / "gpu.md").read_text()
     assert "part b_gpu_tests: skipped (no CUDA" in report and "| cifar_speedrun | 1 |" in report
