@@ -273,7 +273,7 @@ def _train_epoch(
                 runtime.cores.rebalance()
             with intended_sync(device):
                 _stop_if_diverged(run, run.watch.tripped_at)
-                bar.estimate(epoch, seen * world.size, last_shown - started)
+                bar.estimate(epoch, seen * world.size)
                 if bar.enabled:  # this rank's loss and accuracy; the rate of all ranks (they keep the same pace)
                     bar.show(loss_sum.item() / seen, correct.item() / seen, seen * world.size / (last_shown - started))
     with intended_sync(device):
@@ -286,6 +286,7 @@ def _train_epoch(
             epoch, loss_sum.item() / len(data), correct.item() / len(data), len(data) / seconds, seconds
         )
     bar.show(record.train_loss, record.train_accuracy, record.images_per_second)
+    bar.estimate(epoch, len(data))  # epochs shorter than the postfix interval count too
     bar.end_epoch()
     return record
 

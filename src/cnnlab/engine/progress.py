@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -34,6 +35,7 @@ class Progress:
         self.epochs, self.images, self.enabled = epochs, images_per_epoch, enabled
         self.bar: tqdm | None = None
         self.first_epoch = first_epoch
+        self.started: float | None = None  # when this run (not the epoch) started; set by its first epoch
         self.estimated = False
         if self.per_run:
             self.bar = tqdm(
@@ -46,6 +48,8 @@ class Progress:
             )
 
     def start_epoch(self, epoch: int) -> None:
+        if self.started is None:
+            self.started = time.perf_counter()
         if not self.per_run:
             self.bar = tqdm(
                 total=self.images,
@@ -63,19 +67,23 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.3f}", img_s=f"{images_per_second:,.0f}")
 
-    def estimate(self, epoch: int, images_done: int, seconds: float) -> None:
-        """Once per run, early in its first epoch: how long the rest of the run will take at the rate so far."""
-        if self.estimated or not self.enabled or seconds < ESTIMATE_AFTER_SECONDS or images_done == 0:
+    def estimate(self, epoch: int, images_this_epoch: int, seconds: float | None = None) -> None:
+        """Once per run, when it has run ESTIMATE_AFTER_SECONDS (`seconds`, by default since its first epoch
+        started, so runs of short epochs get one too): how long the rest will take at the rate so far."""
+        if self.estimated or not self.enabled or self.started is None:
+            return
+        seconds = time.perf_counter() - self.started if seconds is None else seconds
+        images_done = (epoch - self.first_epoch) * self.images + images_this_epoch
+        if seconds < ESTIMATE_AFTER_SECONDS or images_done == 0:
             return
         self.estimated = True
         rate = images_done / seconds
-        images_left = (self.epochs - epoch + 1) * self.images - images_done
+        images_left = (self.epochs - epoch + 1) * self.images - images_this_epoch
         if images_left / rate < LONG_RUN_SECONDS:
             return
-        epochs = self.epochs - self.first_epoch + 1
         tqdm.write(
-            f"estimate: about {format_duration(images_left / rate)} to go for {epochs} epoch(s) of "
-            f"{self.images:,} images, at the {rate:,.0f} img/s of the first {seconds:.0f} s",
+            f"estimate: about {format_duration(images_left / rate)} to go for the {self.epochs - epoch + 1} "
+            f"epoch(s) left of {self.images:,} images, at the {rate:,.0f} img/s of its first {seconds:.0f} s",
             file=sys.stderr,
         )
 
