@@ -35,7 +35,7 @@ from cnnlab.config.datasets import DatasetConfig
 from cnnlab.config.experiments import TrainConfig
 from cnnlab.config.params import Params, load_params
 from cnnlab.data.kinds import cifar10, mnist
-from cnnlab.data.kinds.imagefolder import source_folder
+from cnnlab.data.kinds.imagefolder import source_folder, split_sizes
 from cnnlab.data.loader import DeviceSplit, constant_normalizer
 from cnnlab.engine.cores import usable_cores
 from cnnlab.engine.loop import train
@@ -59,7 +59,6 @@ TIMINGS = 3
 TIMED_BATCHES = 2  # of a transfer backbone's forward pass
 # Evaluation is a forward pass: about a third of a training step's work per image.
 EVALUATION_SHARE = 1 / 3
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 @dataclass(frozen=True)
@@ -107,19 +106,9 @@ def dataset_sizes(params: Params, name: str, root: Path) -> tuple[int, int] | No
 
 def _image_folder_sizes(dataset: DatasetConfig) -> tuple[int, int] | None:
     try:
-        folder = source_folder(dataset.name, dataset.acquire)
+        return split_sizes(source_folder(dataset.name, dataset.acquire), dataset.prepare)
     except CnnlabError:
         return None
-
-    def count(where: Path) -> int:
-        return sum(1 for p in where.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-    if (folder / "train").is_dir():
-        tests = [folder / s for s in ("valid", "test") if (folder / s).is_dir()]
-        return count(folder / "train"), count(tests[0]) if tests else 0
-    total = count(folder)
-    test = round(total * dataset.prepare.test_fraction)
-    return total - test, test
 
 
 def input_shape(dataset: DatasetConfig) -> tuple[int, ...]:

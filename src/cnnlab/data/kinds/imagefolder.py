@@ -116,6 +116,12 @@ def _find_splits(raw_dir: Path, options: ImageFolderPrepare) -> tuple[list[str],
     return classes, splits
 
 
+def split_sizes(folder: Path, options: ImageFolderPrepare) -> tuple[int, int]:
+    """(train, test) files that prepare will split `folder` into, found without decoding any."""
+    _, splits = _find_splits(folder, options)
+    return len(splits["train"]), len(splits["test"])
+
+
 def decode(path: Path, options: ImageFolderPrepare) -> torch.Tensor:
     """One image as uint8 (3, crop, crop); raises DataError naming the file if it is not a readable image."""
     if path.suffix.lower() not in options.extensions:
