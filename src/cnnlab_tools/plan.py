@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import networkx
 import torch
 
 from cnnlab.config.datasets import DatasetConfig
@@ -300,13 +301,16 @@ def _runtime(params: Params, job: Job, device: torch.device) -> Runtime:
 
 
 def up_to_date(root: Path, stages: Iterable[str]) -> set[str]:
-    """The stages DVC would not run (their train stage and everything before it unchanged)."""
+    """The stages of root's dvc.yaml that `dvc repro` would not run: neither they nor any stage before them
+    changed (a stage alone looks unchanged until the one before it has run again)."""
     from dvc.repo import Repo
 
-    names = list(stages)
     with Repo(str(root)) as repo:
-        changed = repo.status(targets=names)
-    return {n for n in names if n not in changed}
+        changed_addresses = set(repo.status())  # one pass over the whole pipeline
+        graph = repo.index.graph  # an edge runs from a stage to each stage it depends on
+        changed = {stage for stage in graph if stage.addressing in changed_addresses}
+        by_name = {stage.name: stage for stage in graph}
+        return {name for name in stages if not ({by_name[name], *networkx.descendants(graph, by_name[name])} & changed)}
 
 
 # --------------------------------------------------------------------------

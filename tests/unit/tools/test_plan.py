@@ -9,8 +9,8 @@ import sys
 import torch
 
 from cnnlab.config.params import parse_params
-from cnnlab_tools.plan import Stopwatch, dataset_sizes, jobs, make_plan, seconds_for
-from conftest import REPO, committed_params, run_env, write_image_folder
+from cnnlab_tools.plan import Stopwatch, dataset_sizes, jobs, make_plan, seconds_for, up_to_date
+from conftest import REPO, committed_params, run, run_env, write_image_folder
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -82,3 +82,20 @@ def test_a_transfer_is_timed_by_its_features_over_every_photo(tmp_path):
     stopwatch = Stopwatch(CPU)
     seconds = seconds_for(params, job, stopwatch)
     assert seconds is not None and seconds == 10 / stopwatch.speeds[job.timing_key]
+
+
+def test_a_stage_is_up_to_date_only_when_nothing_before_it_changed(tmp_path):
+    """A real DVC project of two stages: once `dvc repro` ran, a change to the first (as a dataset's params change
+    its prepare stage) means `dvc repro` runs the second again, so the plan must count its time."""
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        run(command, tmp_path)
+    (tmp_path / "params.yaml").write_text("size: 1\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  prepare: {cmd: cp params.yaml data.txt, params: [size], outs: [data.txt]}\n"
+        "  train: {cmd: cp data.txt model.txt, deps: [data.txt], outs: [model.txt]}\n"
+    )
+    run(["dvc", "repro"], tmp_path)
+    assert up_to_date(tmp_path, ["prepare", "train"]) == {"prepare", "train"}
+    (tmp_path / "params.yaml").write_text("size: 2\n")
+    assert up_to_date(tmp_path, ["prepare", "train"]) == set()
