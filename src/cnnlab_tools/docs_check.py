@@ -36,7 +36,6 @@ import argparse
 import bisect
 import dataclasses
 import difflib
-import fnmatch
 import functools
 import glob
 import importlib
@@ -581,28 +580,16 @@ def gitignore_patterns(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def ignored(path: str, ignores: Iterable[tuple[str, str]]) -> bool:
-    """Whether git ignores `path` or a directory above it, by .gitignore patterns (base directory, pattern)."""
-    parts = path.strip("/").split("/")
-    for depth in range(1, len(parts) + 1):
-        state = False
-        for base, pattern in ignores:
-            base_parts = base.strip("/").split("/") if base.strip("/") else []
-            if parts[: len(base_parts)] != base_parts or depth <= len(base_parts):
-                continue
-            negated = pattern.startswith("!")
-            body = pattern.lstrip("!").rstrip("/")
-            relative = parts[len(base_parts) : depth]
-            if "/" in body:  # anchored to its .gitignore's directory
-                globs = body.lstrip("/").split("/")
-                matched = len(globs) == len(relative) and all(map(fnmatch.fnmatchcase, relative, globs))
-            else:
-                matched = fnmatch.fnmatchcase(relative[-1], body)
-            if matched:
-                state = not negated
-        if state:
-            return True
-    return False
+def git_ignores(root: Path, path: str) -> bool:
+    """Whether git ignores `path` or a directory above it, by the project's .gitignore files: git decides, for a
+    path that does not exist yet too (`--no-index`), as a file or as a directory (`dir/` patterns). Without git
+    nothing counts as ignored."""
+    as_either = [path, path.rstrip("/") + "/"]
+    try:
+        done = subprocess.run(["git", "check-ignore", "--no-index", "--", *as_either], cwd=root, capture_output=True)
+    except OSError:  # no git
+        return False
+    return done.returncode == 0
 
 
 def params_model() -> ParamsModel | None:
@@ -751,7 +738,7 @@ def _found(path: str, project: Project, written: set[str]) -> bool:
     outputs = project.outputs | written
     if any(path == out or path.startswith(out + "/") or out.startswith(path + "/") for out in outputs):
         return True
-    if ignored(path, project.ignores):
+    if git_ignores(project.root, path):
         return True
     # the stem of files there (`--out reports/bench`), or the tail of a known path (`config/` of src/cnnlab/config/)
     where = project.root / path

@@ -18,8 +18,8 @@ from cnnlab_tools.docs_check import (
     code_in,
     command_mentions,
     env_mentions,
+    git_ignores,
     heading_anchors,
-    ignored,
     is_path,
     key_mentions,
     key_states,
@@ -279,6 +279,10 @@ def test_a_path_is_a_word_with_a_slash_that_names_a_place_in_the_project():
 def test_a_path_is_there_in_the_tree_under_an_output_ignored_or_written(tmp_path: Path):
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "bench.md").write_text("")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / ".gitignore").write_text("/.venv/\n*.partial\n")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / ".gitignore").write_text("/config.local\n")
     project = Project(
         root=tmp_path,
         make_targets=frozenset(),
@@ -314,12 +318,16 @@ def test_a_path_is_there_in_the_tree_under_an_output_ignored_or_written(tmp_path
         assert not path_exists(path, project, written={"sweeps"}), path
 
 
-def test_gitignore_patterns_ignore_what_they_match_and_everything_under_it():
-    rules = [("", "/data/"), ("", "*.egg-info/"), ("", "mlflow.db"), ("", "__pycache__/"), (".dvc", "/tmp")]
-    for path in ("data/raw/mnist", "cnnlab.egg-info/PKG-INFO", "mlflow.db", "src/x/__pycache__/y.pyc", ".dvc/tmp/exps"):
-        assert ignored(path, rules), path
+def test_what_git_ignores_counts_as_ignored_and_everything_under_it(tmp_path: Path):
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / ".gitignore").write_text("/data/\n*.egg-info/\nmlflow.db\n__pycache__/\n")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / ".gitignore").write_text("/tmp\n")
+    for path in ("data/raw/mnist", "data", "cnnlab.egg-info/PKG-INFO", "mlflow.db", "src/x/__pycache__/y.pyc",
+                 ".dvc/tmp/exps", "__pycache__/"):
+        assert git_ignores(tmp_path, path), path
     for path in ("src/data/x.py", "mlflow.db.txt", "tmp/x", "dvc.yaml"):
-        assert not ignored(path, rules), path
+        assert not git_ignores(tmp_path, path), path
 
 
 def test_env_variables_and_prefixes():
